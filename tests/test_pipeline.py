@@ -1,0 +1,111 @@
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from tinycourse.config import DataConfig, apply_overrides, preset
+from tinycourse.pipeline import STAGES, Run, status
+from tinycourse.shards import Shards
+from tinycourse.tokenizer import load_tokenizer
+
+SEP = "<|endoftext|>"
+
+
+@pytest.fixture
+def cfg(tmp_path, stories):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"{s} Story {i}.\n{SEP}\n" for i, s in enumerate(stories * 3)))
+    base = preset("tiny")
+    return dataclasses.replace(base, data=DataConfig(source=str(corpus), val_fraction=0.1),
+                               tokenizer=dataclasses.replace(base.tokenizer, vocab_size=300))
+
+
+def make_run(cfg, tmp_path, **kw):
+    return Run(cfg, name="t", runs_dir=tmp_path / "runs", log=lambda line: None, **kw)
+
+
+def test_shards_stage_builds_tokenizer_first_and_writes_manifests(cfg, tmp_path):
+    run = make_run(cfg, tmp_path)
+    shards = run.shards()
+    assert isinstance(shards, Shards)
+    for stage_name in ("tokenizer", "shards"):
+        manifest = json.loads((run.stage_dir(stage_name) / "manifest.json").read_text())
+        assert manifest["stage"] == stage_name and manifest["package_version"]
+        assert manifest["files"] and all(size > 0 for size in manifest["files"].values())
+    assert set(json.loads((run.stage_dir("shards") / "manifest.json").read_text())["upstream"]) == {"tokenizer"}
+    train, val = shards.tokens("train"), shards.tokens("val")
+    assert shards.meta["splits"]["train"]["stories"] + shards.meta["splits"]["val"]["stories"] == 300
+    assert train[0] == shards.start_id and int(train.max()) < shards.vocab_size
+    tok = load_tokenizer(run.stage_dir("tokenizer"))
+    assert shards.meta["tokenizer_hash"] == tok.hash and len(val) > 0
+
+
+def test_reuse_and_rebuild_rules(cfg, tmp_path):
+    lines = []
+    Run(cfg, name="t", runs_dir=tmp_path / "runs", log=lines.append).run()
+    before = (tmp_path / "runs/t/shards/manifest.json").read_text()
+    lines.clear()
+    Run(cfg, name="t", runs_dir=tmp_path / "runs", log=lines.append).run()
+    assert all("up to date" in line for line in lines) and len(lines) == len(STAGES)
+    assert (tmp_path / "runs/t/shards/manifest.json").read_text() == before
+
+    # a changed tokenizer config rebuilds the tokenizer and everything below it
+    lines.clear()
+    changed = apply_overrides(cfg, ["tokenizer.vocab_size=320"])
+    Run(changed, name="t", runs_dir=tmp_path / "runs", log=lines.append).run()
+    assert any(line.startswith("[tokenizer] building") for line in lines)
+    assert any(line.startswith("[shards] building") for line in lines)
+
+    # a changed shards config rebuilds only shards
+    lines.clear()
+    changed2 = apply_overrides(changed, ["shards.encode_batch_stories=17"])
+    Run(changed2, name="t", runs_dir=tmp_path / "runs", log=lines.append).run()
+    assert lines[0].startswith("[tokenizer] up to date") and lines[1].startswith("[shards] building")
+
+
+def test_force_rebuilds_and_status_reports(cfg, tmp_path):
+    run = make_run(cfg, tmp_path)
+    run.run(["shards"])
+    rows = {r["stage"]: r for r in status(tmp_path / "runs", "t")}
+    assert rows["shards"]["state"] == "done" and rows["shards"]["summary"]["train_tokens"] > 0
+    make_run(cfg, tmp_path, force={"tokenizer"}).run(["tokenizer"])
+    rows = {r["stage"]: r for r in status(tmp_path / "runs", "t")}
+    assert rows["tokenizer"]["state"] == "done" and rows["shards"]["state"] == "stale"
+    lines = []
+    Run(cfg, name="t", runs_dir=tmp_path / "runs", log=lines.append).run(["shards"])
+    assert lines[-1].startswith("[shards] done")
+
+
+def test_killed_stage_is_redone(cfg, tmp_path, monkeypatch):
+    run = make_run(cfg, tmp_path)
+    run.ensure("tokenizer")
+    from tinycourse import pipeline
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "write_split", killed)
+    with pytest.raises(KeyboardInterrupt):
+        make_run(cfg, tmp_path).ensure("shards")
+    assert not (run.stage_dir("shards") / "manifest.json").exists()
+    monkeypatch.undo()
+    lines = []
+    Run(cfg, name="t", runs_dir=tmp_path / "runs", log=lines.append).ensure("shards")
+    assert lines[-1].startswith("[shards] done")
+
+
+def test_remap_tokenizer_stage_reports_unk(cfg, tmp_path):
+    remap = apply_overrides(cfg, ["tokenizer.kind=remap", "tokenizer.top_k=50"])
+    run = make_run(remap, tmp_path)
+    run.ensure("shards")
+    summary = json.loads((run.stage_dir("tokenizer") / "manifest.json").read_text())["summary"]
+    assert 0 < summary["unk_story_share"] <= 1 and summary["vocab_size"] == 52
+    shards = Shards.open(run.stage_dir("shards"))
+    train = np.asarray(shards.tokens("train"))
+    assert train[0] == 51 and train.max() == 51 and (train == 0).any()
+
+
+def test_unknown_stage(cfg, tmp_path):
+    with pytest.raises(KeyError, match="stages are"):
+        make_run(cfg, tmp_path).ensure("nope")

@@ -1,0 +1,7 @@
+"""`python -m tinycourse` is the `tinycourse` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,317 @@
+"""Frozen stage configs, composed into one course config, with named presets.
+
+Each pipeline stage reads one small frozen dataclass. `CourseConfig` composes them; the
+three presets below are the only "magic numbers" of the course, and each says what it is
+sized for. Variants are made with `dataclasses.replace` or, from the command line, with
+`--set stage.field=value` (see `apply_overrides`), which rejects unknown fields and
+wrongly typed values with a message that says what to type instead.
+
+This module imports nothing of ours: every other module may import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says which and what to do."""
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where stories come from and how they are split.
+
+    `source` is `storyworld` (the embedded generator), `tinystories` (the Hugging Face
+    dataset `roneneldan/TinyStories`), `tinystories-v2` (its GPT-4-only V2 text files), or
+    a path to a local `.txt` (stories separated by `<|endoftext|>` lines), `.jsonl` or
+    `.parquet` (a `text` column) file.
+    """
+
+    source: str = "storyworld"
+    max_stories: int = 0  # 0 = all stories of the source (storyworld: required > 0)
+    val_fraction: float = 0.05  # share of stories held out, chosen by a hash of the index
+    seed: int = 0  # storyworld's seed and the split's salt
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise ConfigError("data.source is empty; use storyworld, tinystories or a path")
+        if self.max_stories < 0:
+            raise ConfigError(f"data.max_stories must be >= 0, got {self.max_stories}")
+        if self.source == "storyworld" and self.max_stories == 0:
+            raise ConfigError("data.max_stories must be > 0 for storyworld (it is endless)")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ConfigError(f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Byte-level BPE trained on the corpus, or the TinyModel-style top-K remap.
+
+    `kind="bpe"`: train a byte-level BPE of `vocab_size` tokens (special token
+    `<|endoftext|>` is id 0 and starts every story).
+    `kind="remap"`: take a base tokenizer (`base_tokenizer`, a path to a `tokenizer.json`,
+    e.g. GPT-NeoX's; empty = train our own BPE of `vocab_size` as the base), keep the
+    `top_k` most frequent base tokens on the corpus as ids 1..K, map the rest to `[UNK]`
+    (id 0) and start every story with `[BEGIN]` (id K+1), as TinyModel does.
+    """
+
+    kind: str = "bpe"
+    vocab_size: int = 2048
+    min_frequency: int = 2  # a merge must be seen this often to enter the vocabulary
+    train_stories: int = 0  # stories the BPE is trained on; 0 = all training stories
+    base_tokenizer: str = ""  # remap only: path to the base tokenizer.json
+    top_k: int = 10_000  # remap only: base tokens kept
+
+    def __post_init__(self) -> None:
+        _check_choice("tokenizer.kind", self.kind, ("bpe", "remap"))
+        if self.vocab_size < 257:
+            raise ConfigError(
+                f"tokenizer.vocab_size must be at least 257 (256 bytes + <|endoftext|>), "
+                f"got {self.vocab_size}"
+            )
+        _check_positive("tokenizer.top_k", self.top_k)
+        if self.train_stories < 0:
+            raise ConfigError(f"tokenizer.train_stories must be >= 0, got {self.train_stories}")
+
+    @property
+    def d_vocab(self) -> int:
+        """Rows of the model's embedding this tokenizer needs."""
+        return self.top_k + 2 if self.kind == "remap" else self.vocab_size
+
+
+@dataclass(frozen=True)
+class ShardsConfig:
+    """How the corpus is encoded into flat token files."""
+
+    encode_batch_stories: int = 1024  # stories per `encode_batch` call: bounds memory
+
+    def __post_init__(self) -> None:
+        _check_positive("shards.encode_batch_stories", self.encode_batch_stories)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A decoder-only GPT. `d_vocab=0` means "as many as the tokenizer needs"."""
+
+    n_layers: int = 2
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = 32
+    d_mlp: int = 512
+    n_ctx: int = 128
+    d_vocab: int = 0
+    norm: str = "layernorm"  # layernorm | rmsnorm | none (TinyModel trains without norms)
+    act: str = "gelu"  # gelu | relu
+    tied_embeddings: bool = False
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check_choice("model.norm", self.norm, ("layernorm", "rmsnorm", "none"))
+        _check_choice("model.act", self.act, ("gelu", "relu"))
+        if not 1 <= self.n_layers <= 48:
+            raise ConfigError(f"model.n_layers must be in 1..48, got {self.n_layers}")
+        for name in ("d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "init_std"):
+            _check_positive(f"model.{name}", getattr(self, name))
+        if self.d_vocab < 0:
+            raise ConfigError(f"model.d_vocab must be >= 0, got {self.d_vocab}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Language-model training: AdamW, warmup then cosine decay, checkpoints."""
+
+    batch_size: int = 32  # sequences per optimizer step (across accumulation and ranks)
+    grad_accum: int = 1
+    max_steps: int = 600
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 8
+    checkpoint_every: int = 100
+    dtype: str = "auto"  # auto (bf16 where it pays) | float32 | bfloat16
+    compile: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16"))
+        for name in ("batch_size", "grad_accum", "max_steps", "lr", "eval_every",
+                     "eval_batches", "checkpoint_every"):
+            _check_positive(f"train.{name}", getattr(self, name))
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(
+                f"train.batch_size ({self.batch_size}) must be divisible by "
+                f"train.grad_accum ({self.grad_accum})"
+            )
+
+
+@dataclass(frozen=True)
+class CourseConfig:
+    """The whole course: one frozen config per stage."""
+
+    preset: str = "tiny"
+    data: DataConfig = field(default_factory=lambda: DataConfig(max_stories=4000))
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def resolved_model(self) -> ModelConfig:
+        """The model config with `d_vocab` filled in from the tokenizer."""
+        if self.model.d_vocab:
+            return self.model
+        return dataclasses.replace(self.model, d_vocab=self.tokenizer.d_vocab)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- presets -------------------------------------------------------------------------
+
+PRESETS: dict[str, CourseConfig] = {
+    # CPU, seconds to a few minutes, no network: 4,000 storyworld stories (~0.7M
+    # tokens), a 1K-token BPE (storyworld's vocabulary is small), and a 2-layer model
+    # small enough that ~600 steps of 32 x 128 tokens run in about a minute on 2 cores.
+    "tiny": CourseConfig(
+        preset="tiny",
+        data=DataConfig(source="storyworld", max_stories=4000),
+        tokenizer=TokenizerConfig(vocab_size=1024),
+        model=ModelConfig(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=128),
+        train=TrainConfig(batch_size=32, max_steps=600, lr=3e-3, warmup_steps=30,
+                          eval_every=100, checkpoint_every=100),
+    ),
+    # Real TinyStories on a laptop (tens of minutes): the first 100K stories of the hub
+    # dataset or of a local file (`--data PATH`), a 4K BPE, a 4-layer 256-wide model
+    # (~5M parameters incl. embeddings) trained on ~16M tokens.
+    "small": CourseConfig(
+        preset="small",
+        data=DataConfig(source="tinystories", max_stories=100_000),
+        tokenizer=TokenizerConfig(vocab_size=4096, train_stories=50_000),
+        model=ModelConfig(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024, n_ctx=256),
+        train=TrainConfig(batch_size=32, max_steps=2000, lr=1e-3, warmup_steps=100,
+                          eval_every=250, checkpoint_every=250),
+    ),
+    # One 24 GB GPU: the full TinyStories train set (~2.1M stories, ~470M tokens) and a
+    # TinyModel-sized network (4 layers, d_model 768, 16 heads, n_ctx 256, ~10K vocab).
+    # 128 x 256 tokens a step for 15K steps is ~490M tokens, about one epoch.
+    "replication": CourseConfig(
+        preset="replication",
+        data=DataConfig(source="tinystories", max_stories=0, val_fraction=0.01),
+        tokenizer=TokenizerConfig(vocab_size=10_000, train_stories=200_000),
+        shards=ShardsConfig(encode_batch_stories=4096),
+        model=ModelConfig(n_layers=4, d_model=768, n_heads=16, d_head=48, d_mlp=3072,
+                          n_ctx=256, act="gelu"),
+        train=TrainConfig(batch_size=128, max_steps=15_000, lr=6e-4, warmup_steps=500,
+                          eval_every=500, checkpoint_every=1000, dtype="auto", compile=True),
+    ),
+}
+
+
+def preset(name: str) -> CourseConfig:
+    """The named preset; an unknown name is an error naming the closest one."""
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.{hint}")
+    return PRESETS[name]
+
+
+# --- overrides: `--set stage.field=value` ---------------------------------------------
+
+def _parse_value(text: str, annotation: object, where: str) -> object:
+    """Parse `text` as a value of the (string) dataclass annotation `annotation`."""
+    kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(annotation))
+    if kind is None:
+        raise ConfigError(f"{where} has type {annotation} which --set cannot parse")
+    if kind is str:
+        return text
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{where} expects a bool (true/false), got {text!r}")
+    try:
+        if kind is int:
+            return int(text.replace("_", ""))
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{where} expects {kind.__name__}, got {text!r}") from None
+
+
+def _closest(name: str, choices: typing.Iterable[str]) -> str:
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.4)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"{hint} Valid: {', '.join(choices)}."
+
+
+def apply_overrides(cfg: CourseConfig, assignments: typing.Iterable[str]) -> CourseConfig:
+    """Apply `stage.field=value` strings to `cfg`, returning a new config.
+
+    >>> apply_overrides(preset("tiny"), ["model.n_layers=1"]).model.n_layers
+    1
+    """
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ConfigError(f"--set {assignment!r}: expected stage.field=value")
+        path, text = assignment.split("=", 1)
+        if path.count(".") != 1:
+            raise ConfigError(f"--set {assignment!r}: expected stage.field=value, e.g. model.n_layers=2")
+        stage, name = path.split(".")
+        stages = {f.name: f for f in dataclasses.fields(cfg) if f.name != "preset"}
+        if stage not in stages:
+            raise ConfigError(f"--set {path}: unknown stage {stage!r}.{_closest(stage, stages)}")
+        sub = getattr(cfg, stage)
+        sub_fields = {f.name: f for f in dataclasses.fields(sub)}
+        full = [f"{stage}.{n}" for n in sub_fields]
+        if name not in sub_fields:
+            raise ConfigError(f"--set {path}: unknown field.{_closest(path, full)}")
+        value = _parse_value(text, sub_fields[name].type, path)
+        cfg = dataclasses.replace(cfg, **{stage: dataclasses.replace(sub, **{name: value})})
+    return cfg
+
+
+def config_hash(obj: object) -> str:
+    """A short stable hash of a config (dataclass or plain JSON data)."""
+    data = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def from_dict(data: dict) -> CourseConfig:
+    """Rebuild a `CourseConfig` from `to_dict()` output (e.g. a manifest)."""
+    kinds = {f.name: f.type for f in dataclasses.fields(CourseConfig)}
+    classes = {"data": DataConfig, "tokenizer": TokenizerConfig, "shards": ShardsConfig,
+               "model": ModelConfig, "train": TrainConfig}
+    parts = {k: classes[k](**v) if k in classes else v for k, v in data.items() if k in kinds}
+    return CourseConfig(**parts)
+
+
+__all__ = [
+    "ConfigError", "DataConfig", "TokenizerConfig", "ShardsConfig", "ModelConfig",
+    "TrainConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
+    "from_dict",
+]

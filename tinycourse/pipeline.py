@@ -1,0 +1,213 @@
+"""The stages in order: what each reads, calls and writes.
+
+This is the one module that knows the stage order. Each stage is a function that gets the
+`Run` and an empty (or, for resumable stages, partly filled) folder, writes its files
+there, and returns a summary of key figures; `Run.ensure` wraps it with the manifest
+rules of `rundir.py`. A notebook asks for what it needs and gets it built if missing:
+
+    run = Run(preset("tiny"))
+    shards = run.shards()          # builds tokenizer and shards if needed
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .config import CourseConfig, config_hash
+from .data import iter_stories, source_fingerprint
+from .rundir import RunDir, atomic_write_json
+from .shards import Shards, token_dtype, write_split
+from .tokenizer import (BPETokenizer, RemapTokenizer, build_remap, load_base_tokenizer,
+                        load_tokenizer, train_bpe, unk_rates)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    needs: tuple[str, ...]  # upstream stages whose outputs this one reads
+    reads: tuple[str, ...]  # parts of CourseConfig this stage depends on
+    build: Callable[["Run", Path], dict]
+    resumable: bool = False  # keeps its folder across a rebuild (checkpoints)
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def stage(name: str, needs: tuple[str, ...], reads: tuple[str, ...], resumable: bool = False):
+    def register(build: Callable[["Run", Path], dict]) -> Callable[["Run", Path], dict]:
+        STAGES[name] = Stage(name, needs, reads, build, resumable)
+        return build
+    return register
+
+
+def default_runs_dir() -> Path:
+    """`$TINYCOURSE_RUNS`, else `runs/` at the course's root (found from the working
+    directory, so notebooks/ and the repo root share one), else `./runs`."""
+    if os.environ.get("TINYCOURSE_RUNS"):
+        return Path(os.environ["TINYCOURSE_RUNS"])
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "tinycourse").is_dir():
+            return folder / "runs"
+    return here / "runs"
+
+
+class Run:
+    """One course run: a config, a folder, and the stages built in it.
+
+    `force` names stages to rebuild even if their manifest matches (True = all asked for).
+    `log` receives one line per stage (the CLI prints them; notebooks too).
+    """
+
+    def __init__(self, cfg: CourseConfig, name: str | None = None,
+                 runs_dir: str | os.PathLike | None = None,
+                 force: bool | Iterable[str] = False, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.dir = RunDir(runs_dir if runs_dir is not None else default_runs_dir(),
+                          name or cfg.preset)
+        self.force = force if isinstance(force, bool) else set(force)
+        self.log = log
+        self._checked: set[str] = set()  # stages known up to date in this Run
+
+    @property
+    def root(self) -> Path:
+        return self.dir.root
+
+    def stage_dir(self, name: str) -> Path:
+        return self.dir.stage_dir(name)
+
+    def stage_config(self, name: str) -> dict:
+        """The config parts a stage reads (what its hash is made of)."""
+        parts = {}
+        for key in STAGES[name].reads:
+            part = self.cfg.resolved_model if key == "model" else getattr(self.cfg, key)
+            parts[key] = dataclasses.asdict(part)
+            if key == "data":
+                parts[key]["fingerprint"] = source_fingerprint(self.cfg.data)
+        return parts
+
+    def ensure(self, name: str) -> Path:
+        """Build `name` (and what it needs) unless already done; return its folder."""
+        if name not in STAGES:
+            raise KeyError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+        if name in self._checked:
+            return self.stage_dir(name)
+        spec = STAGES[name]
+        for need in spec.needs:
+            self.ensure(need)
+        upstream = {need: self.dir.manifest_hash(need) for need in spec.needs}
+        config = self.stage_config(name)
+        digest = config_hash(config)
+        forced = self.force is True or (isinstance(self.force, set) and name in self.force)
+        if not forced and self.dir.is_done(name, digest, upstream):
+            summary = self.dir.manifest(name)["summary"]
+            self.log(f"[{name}] up to date ({_brief(summary)})")
+        else:
+            self.log(f"[{name}] building in {self.stage_dir(name)}")
+            started = time.time()
+            folder = self.dir.begin(name, keep_files=spec.resumable)
+            summary = spec.build(self, folder)
+            self.dir.seal(name, config=config, config_hash=digest, upstream=upstream,
+                          version=__version__, summary=summary, started=started)
+            self.log(f"[{name}] done in {time.time() - started:.1f}s ({_brief(summary)})")
+        self._checked.add(name)
+        return self.stage_dir(name)
+
+    def run(self, stages: Iterable[str] | None = None) -> None:
+        """Build `stages` (default: all) in pipeline order."""
+        wanted = list(STAGES) if stages is None else list(stages)
+        for name in wanted:
+            if name not in STAGES:
+                raise KeyError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+        for name in STAGES:
+            if name in wanted:
+                self.ensure(name)
+
+    # conveniences for notebooks: each ensures its stage, then loads it
+    def tokenizer(self) -> BPETokenizer | RemapTokenizer:
+        return load_tokenizer(self.ensure("tokenizer"))
+
+    def shards(self) -> Shards:
+        return Shards.open(self.ensure("shards"))
+
+
+def _brief(summary: dict) -> str:
+    shown = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+             for k, v in summary.items() if isinstance(v, (int, float, str))]
+    return ", ".join(shown[:5])
+
+
+# --- the stages ------------------------------------------------------------------------
+
+def _sample_texts(run: Run, split: str, n: int) -> list[str]:
+    return list(itertools.islice(iter_stories(run.cfg.data, split), n))
+
+
+def bytes_per_token(tokenizer: BPETokenizer | RemapTokenizer, texts: list[str]) -> float:
+    n_bytes = sum(len(t.encode()) for t in texts)
+    n_tokens = sum(len(ids) for ids in tokenizer.encode_batch(texts))
+    return n_bytes / max(n_tokens, 1)
+
+
+@stage("tokenizer", needs=(), reads=("data", "tokenizer"))
+def build_tokenizer(run: Run, folder: Path) -> dict:
+    cfg = run.cfg.tokenizer
+    limit = cfg.train_stories or None
+    train_texts = itertools.islice(iter_stories(run.cfg.data, "train"), limit)
+    summary: dict = {"kind": cfg.kind}
+    if cfg.kind == "bpe":
+        tokenizer = train_bpe(train_texts, cfg.vocab_size, cfg.min_frequency)
+        summary["learned_vocab"] = tokenizer.tokenizer.get_vocab_size()
+    else:
+        if cfg.base_tokenizer:
+            base = load_base_tokenizer(cfg.base_tokenizer)
+        else:
+            base = train_bpe(train_texts, cfg.vocab_size, cfg.min_frequency).tokenizer
+            train_texts = itertools.islice(iter_stories(run.cfg.data, "train"), limit)
+        tokenizer = build_remap(base, train_texts, cfg.top_k)
+        summary["kept_tokens"] = len(tokenizer.kept_base_ids)
+        summary.update(unk_rates(tokenizer, _sample_texts(run, "val", 5000)))
+    tokenizer.save(folder)
+    summary["vocab_size"] = tokenizer.vocab_size
+    summary["val_bytes_per_token"] = bytes_per_token(tokenizer, _sample_texts(run, "val", 1000))
+    return summary
+
+
+@stage("shards", needs=("tokenizer",), reads=("data", "shards"))
+def build_shards(run: Run, folder: Path) -> dict:
+    tokenizer = load_tokenizer(run.stage_dir("tokenizer"))
+    splits = {}
+    for split in ("train", "val"):
+        splits[split] = write_split(tokenizer, iter_stories(run.cfg.data, split),
+                                    folder / f"{split}.bin",
+                                    run.cfg.shards.encode_batch_stories, desc=f"encode {split}")
+    meta = {"splits": splits, "dtype": token_dtype(tokenizer.vocab_size).name,
+            "start_id": tokenizer.start_id, "vocab_size": tokenizer.vocab_size,
+            "tokenizer_hash": tokenizer.hash}
+    atomic_write_json(folder / "meta.json", meta)
+    return {"train_tokens": splits["train"]["tokens"], "val_tokens": splits["val"]["tokens"],
+            "train_stories": splits["train"]["stories"], "val_stories": splits["val"]["stories"],
+            "dtype": meta["dtype"]}
+
+
+def status(runs_dir: str | os.PathLike, name: str) -> list[dict]:
+    """Each stage of a run: done, stale (an upstream stage was rebuilt since), or missing."""
+    run_dir = RunDir(runs_dir, name)
+    rows = []
+    for stage_name, spec in STAGES.items():
+        manifest = run_dir.manifest(stage_name)
+        if manifest is None:
+            rows.append({"stage": stage_name, "state": "missing", "summary": {}})
+            continue
+        current = {need: run_dir.manifest_hash(need) for need in spec.needs}
+        state = "done" if manifest["upstream"] == current else "stale"
+        rows.append({"stage": stage_name, "state": state, "summary": manifest["summary"],
+                     "created": manifest["created"], "seconds": manifest.get("seconds")})
+    return rows

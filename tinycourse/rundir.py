@@ -1,0 +1,127 @@
+"""The run directory: one folder per stage, each sealed by a manifest.
+
+    runs/<name>/<stage>/manifest.json   written last, atomically
+    runs/<name>/<stage>/...             the stage's files
+
+A stage is *done* when its manifest exists and records the same config hash and the same
+upstream manifest hashes as the run now asks for. Anything else (no manifest, a killed
+run, a changed config, a rebuilt upstream stage) means the stage is built again. Because
+the manifest is the last file written, and written by rename, a killed stage never looks
+finished.
+
+This module imports nothing of ours: it only stores and checks artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, data: object) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class RunDir:
+    """The folder `runs_dir/name` and the manifests of its stages."""
+
+    def __init__(self, runs_dir: str | os.PathLike, name: str):
+        self.root = Path(runs_dir) / name
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def manifest(self, stage: str) -> dict | None:
+        """The stage's manifest, or None if the stage never finished."""
+        path = self.stage_dir(stage) / MANIFEST
+        if not path.exists():
+            return None
+        return json.loads(path.read_text())
+
+    def manifest_hash(self, stage: str) -> str | None:
+        """Hash of the manifest file itself: downstream stages record it, so a rebuilt
+        upstream stage (new creation time, new files) invalidates them."""
+        path = self.stage_dir(stage) / MANIFEST
+        return file_sha256(path)[:16] if path.exists() else None
+
+    def is_done(self, stage: str, config_hash: str, upstream: dict[str, str]) -> bool:
+        found = self.manifest(stage)
+        return (
+            found is not None
+            and found.get("config_hash") == config_hash
+            and found.get("upstream") == upstream
+        )
+
+    def begin(self, stage: str, *, keep_files: bool = False) -> Path:
+        """Prepare the stage folder for a build: the old manifest goes first (so a kill
+        from here on leaves the stage undone); old files go too unless `keep_files`
+        (a resumable stage keeps its checkpoints and decides itself what to reuse)."""
+        folder = self.stage_dir(stage)
+        manifest = folder / MANIFEST
+        if manifest.exists():
+            manifest.unlink()
+        if folder.exists() and not keep_files:
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def seal(self, stage: str, *, config: dict, config_hash: str, upstream: dict[str, str],
+             version: str, summary: dict, started: float) -> dict:
+        """Write the manifest, last: it lists every file of the stage with its size."""
+        folder = self.stage_dir(stage)
+        files = {
+            str(p.relative_to(folder)): p.stat().st_size
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")
+        }
+        manifest = {
+            "stage": stage,
+            "config": config,
+            "config_hash": config_hash,
+            "upstream": upstream,
+            "package_version": version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "build_id": uuid.uuid4().hex,  # two builds in one second still differ
+            "seconds": round(time.time() - started, 3),
+            "files": files,
+            "summary": summary,
+        }
+        atomic_write_json(folder / MANIFEST, manifest)
+        return manifest
