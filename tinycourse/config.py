@@ -166,6 +166,77 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ActivationsConfig:
+    """Which activations to collect from the trained LM, how many, and how to store them."""
+
+    hooks: tuple[str, ...] = ("blocks.1.hook_resid_pre",)  # hook names, TransformerLens style
+    n_tokens: int = 200_000  # activations per hook
+    split: str = "train"  # shards split the tokens are drawn from
+    dtype: str = "float16"  # float16 | bfloat16 (float32 doubles the disk for no gain)
+    exclude_start: bool = True  # drop positions holding the start token (outlier norms)
+    batch_size: int = 64  # sequences per forward pass
+    storage: str = "disk"  # disk (memory-mapped shards) | stream (run the LM on the fly)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.hooks:
+            raise ConfigError("activations.hooks is empty; name at least one hook")
+        _check_choice("activations.dtype", self.dtype, ("float16", "bfloat16", "float32"))
+        _check_choice("activations.split", self.split, ("train", "val"))
+        _check_choice("activations.storage", self.storage, ("disk", "stream"))
+        _check_positive("activations.n_tokens", self.n_tokens)
+        _check_positive("activations.batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """A sparse autoencoder (hook_out empty) or a transcoder (hook_in -> hook_out).
+
+    `kind` picks the activation rule: `relu` (ReLU + L1 weighted by decoder norms,
+    Anthropic's April 2024 recipe), `topk` (Gao et al. 2024), `batchtopk` (Bussmann et al.
+    2024) or `jumprelu` (Rajamanoharan et al. 2024).
+    """
+
+    kind: str = "topk"
+    hook_in: str = "blocks.1.hook_resid_pre"
+    hook_out: str = ""  # empty: reconstruct hook_in (an SAE); else a transcoder's target
+    d_sae: int = 1024  # latents (the tiny preset's 8x expansion of d_model 128)
+    k: int = 16  # topk / batchtopk: active latents per token
+    l1_coeff: float = 5.0  # relu: sparsity penalty (on normalised inputs)
+    l1_warmup_frac: float = 0.05  # relu: penalty ramps up over this share of training
+    l0_coeff: float = 1e-3  # jumprelu: L0 penalty
+    jumprelu_bandwidth: float = 1e-3  # jumprelu: straight-through estimator kernel width
+    jumprelu_init_threshold: float = 1e-3
+    aux_k: int = 0  # topk/batchtopk: latents in the AuxK loss; 0 = d_in // 2 (Gao et al.)
+    aux_coeff: float = 1 / 32  # topk/batchtopk: weight of the AuxK loss
+    dead_after_tokens: int = 100_000  # a latent silent this many tokens counts as dead
+    skip_connection: bool = False  # transcoders: add a linear skip path W_skip x
+    b_dec_init: str = "geometric_median"  # geometric_median | mean | zeros
+    n_tokens: int = 2_000_000  # training tokens (passes over the store as needed)
+    batch_size: int = 1024
+    lr: float = 4e-4
+    lr_warmup_steps: int = 50
+    lr_decay_frac: float = 0.2  # linear decay to 0 over the last 20% (Anthropic, April 2024)
+    dtype: str = "float32"  # float32 | bfloat16 (autocast)
+    compile: bool = False
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("sae.kind", self.kind, ("relu", "topk", "batchtopk", "jumprelu"))
+        _check_choice("sae.b_dec_init", self.b_dec_init, ("geometric_median", "mean", "zeros"))
+        _check_choice("sae.dtype", self.dtype, ("float32", "bfloat16"))
+        for name in ("d_sae", "k", "n_tokens", "batch_size", "lr", "checkpoint_every"):
+            _check_positive(f"sae.{name}", getattr(self, name))
+        if not self.hook_in:
+            raise ConfigError("sae.hook_in is empty; name the hook the SAE reads")
+
+    @property
+    def is_transcoder(self) -> bool:
+        return bool(self.hook_out) and self.hook_out != self.hook_in
+
+
+@dataclass(frozen=True)
 class CourseConfig:
     """The whole course: one frozen config per stage."""
 
@@ -175,6 +246,8 @@ class CourseConfig:
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    activations: ActivationsConfig = field(default_factory=ActivationsConfig)
+    sae: SAEConfig = field(default_factory=SAEConfig)
 
     @property
     def resolved_model(self) -> ModelConfig:
@@ -241,6 +314,8 @@ def preset(name: str) -> CourseConfig:
 
 def _parse_value(text: str, annotation: object, where: str) -> object:
     """Parse `text` as a value of the (string) dataclass annotation `annotation`."""
+    if str(annotation) == "tuple[str, ...]":
+        return tuple(part.strip() for part in text.split(",") if part.strip())
     kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(annotation))
     if kind is None:
         raise ConfigError(f"{where} has type {annotation} which --set cannot parse")
@@ -305,13 +380,20 @@ def from_dict(data: dict) -> CourseConfig:
     """Rebuild a `CourseConfig` from `to_dict()` output (e.g. a manifest)."""
     kinds = {f.name: f.type for f in dataclasses.fields(CourseConfig)}
     classes = {"data": DataConfig, "tokenizer": TokenizerConfig, "shards": ShardsConfig,
-               "model": ModelConfig, "train": TrainConfig}
-    parts = {k: classes[k](**v) if k in classes else v for k, v in data.items() if k in kinds}
+               "model": ModelConfig, "train": TrainConfig, "activations": ActivationsConfig,
+               "sae": SAEConfig}
+    parts = {}
+    for key, value in data.items():
+        if key in classes:
+            value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            value = classes[key](**value)
+        if key in kinds:
+            parts[key] = value
     return CourseConfig(**parts)
 
 
 __all__ = [
     "ConfigError", "DataConfig", "TokenizerConfig", "ShardsConfig", "ModelConfig",
-    "TrainConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
+    "TrainConfig", "ActivationsConfig", "SAEConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
     "from_dict",
 ]
