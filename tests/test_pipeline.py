@@ -2,14 +2,16 @@ import dataclasses
 import json
 
 import numpy as np
+import torch
 import pytest
 
-from tinycourse.config import DataConfig, apply_overrides, preset
-from tinycourse.pipeline import STAGES, Run, status
+from tinycourse.config import ConfigError, DataConfig, apply_overrides, preset
+from tinycourse.pipeline import Run, status
 from tinycourse.shards import Shards
 from tinycourse.tokenizer import load_tokenizer
 
 SEP = "<|endoftext|>"
+DATA_STAGES = ["tokenizer", "shards"]
 
 
 @pytest.fixture
@@ -43,24 +45,24 @@ def test_shards_stage_builds_tokenizer_first_and_writes_manifests(cfg, tmp_path)
 
 def test_reuse_and_rebuild_rules(cfg, tmp_path):
     lines = []
-    Run(cfg, name="t", runs_dir=tmp_path / "runs", log=lines.append).run()
+    Run(cfg, name="t", runs_dir=tmp_path / "runs", log=lines.append).run(DATA_STAGES)
     before = (tmp_path / "runs/t/shards/manifest.json").read_text()
     lines.clear()
-    Run(cfg, name="t", runs_dir=tmp_path / "runs", log=lines.append).run()
-    assert all("up to date" in line for line in lines) and len(lines) == len(STAGES)
+    Run(cfg, name="t", runs_dir=tmp_path / "runs", log=lines.append).run(DATA_STAGES)
+    assert all("up to date" in line for line in lines) and len(lines) == len(DATA_STAGES)
     assert (tmp_path / "runs/t/shards/manifest.json").read_text() == before
 
     # a changed tokenizer config rebuilds the tokenizer and everything below it
     lines.clear()
     changed = apply_overrides(cfg, ["tokenizer.vocab_size=320"])
-    Run(changed, name="t", runs_dir=tmp_path / "runs", log=lines.append).run()
+    Run(changed, name="t", runs_dir=tmp_path / "runs", log=lines.append).run(DATA_STAGES)
     assert any(line.startswith("[tokenizer] building") for line in lines)
     assert any(line.startswith("[shards] building") for line in lines)
 
     # a changed shards config rebuilds only shards
     lines.clear()
     changed2 = apply_overrides(changed, ["shards.encode_batch_stories=17"])
-    Run(changed2, name="t", runs_dir=tmp_path / "runs", log=lines.append).run()
+    Run(changed2, name="t", runs_dir=tmp_path / "runs", log=lines.append).run(DATA_STAGES)
     assert lines[0].startswith("[tokenizer] up to date") and lines[1].startswith("[shards] building")
 
 
@@ -109,3 +111,30 @@ def test_remap_tokenizer_stage_reports_unk(cfg, tmp_path):
 def test_unknown_stage(cfg, tmp_path):
     with pytest.raises(KeyError, match="stages are"):
         make_run(cfg, tmp_path).ensure("nope")
+
+
+def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
+    small = apply_overrides(cfg, [
+        "model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.d_head=16",
+        "model.d_mlp=64", "model.n_ctx=32", "train.max_steps=20", "train.eval_every=10",
+        "train.checkpoint_every=10", "train.batch_size=8",
+        "activations.n_tokens=3000", "activations.batch_size=16",
+        "sae.d_sae=64", "sae.k=4", "sae.n_tokens=20000", "sae.batch_size=256",
+        "sae.checkpoint_every=40",
+    ])
+    run = make_run(small, tmp_path)
+    sae = run.sae()
+    assert (sae.cfg.d_sae, sae.cfg.kind) == (64, "topk")
+    model = run.model()
+    _, cache = model.run_with_cache(torch.tensor([[1, 2, 3, 4]]), names=[small.sae.hook_in])
+    x = cache[small.sae.hook_in][0]
+    assert sae.encode(x).count_nonzero(dim=-1).le(4).all()
+    manifest = json.loads((run.stage_dir("sae") / "manifest.json").read_text())
+    assert manifest["summary"]["fve"] > 0 and set(manifest["upstream"]) == {"activations"}
+    lm_summary = json.loads((run.stage_dir("lm") / "manifest.json").read_text())["summary"]
+    assert lm_summary["steps"] == 20 and lm_summary["tokens"] == 20 * 8 * 32
+
+    # an SAE on a hook the store does not hold is refused with the fix in the message
+    wrong = apply_overrides(small, ["sae.hook_in=blocks.0.hook_resid_post"])
+    with pytest.raises(ConfigError, match="activations.hooks"):
+        make_run(wrong, tmp_path).ensure("sae")

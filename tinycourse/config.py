@@ -203,10 +203,12 @@ class SAEConfig:
     d_sae: int = 1024  # latents (the tiny preset's 8x expansion of d_model 128)
     k: int = 16  # topk / batchtopk: active latents per token
     l1_coeff: float = 5.0  # relu: sparsity penalty (on normalised inputs)
-    l1_warmup_frac: float = 0.05  # relu: penalty ramps up over this share of training
-    l0_coeff: float = 1e-3  # jumprelu: L0 penalty
-    jumprelu_bandwidth: float = 1e-3  # jumprelu: straight-through estimator kernel width
-    jumprelu_init_threshold: float = 1e-3
+    l1_warmup_frac: float = 0.05  # relu/jumprelu: the penalty ramps up over this share of training
+    # jumprelu values are in our units (inputs scaled to E||x||^2 = d_in, pre-activations
+    # O(1)); Gemma Scope's 1e-3s assume unit mean squared norm and leave the SAE dense here
+    l0_coeff: float = 0.3  # jumprelu: L0 penalty
+    jumprelu_bandwidth: float = 0.05  # jumprelu: straight-through estimator kernel width
+    jumprelu_init_threshold: float = 0.5
     aux_k: int = 0  # topk/batchtopk: latents in the AuxK loss; 0 = d_in // 2 (Gao et al.)
     aux_coeff: float = 1 / 32  # topk/batchtopk: weight of the AuxK loss
     dead_after_tokens: int = 100_000  # a latent silent this many tokens counts as dead
@@ -265,14 +267,22 @@ class CourseConfig:
 PRESETS: dict[str, CourseConfig] = {
     # CPU, seconds to a few minutes, no network: 4,000 storyworld stories (~0.7M
     # tokens), a 1K-token BPE (storyworld's vocabulary is small), and a 2-layer model
-    # small enough that ~600 steps of 32 x 128 tokens run in about a minute on 2 cores.
+    # small enough that 400 steps of 32 x 128 tokens run in about a minute on 2 cores.
     "tiny": CourseConfig(
         preset="tiny",
         data=DataConfig(source="storyworld", max_stories=4000),
         tokenizer=TokenizerConfig(vocab_size=1024),
         model=ModelConfig(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=128),
-        train=TrainConfig(batch_size=32, max_steps=600, lr=3e-3, warmup_steps=30,
+        train=TrainConfig(batch_size=32, max_steps=400, lr=3e-3, warmup_steps=30,
                           eval_every=100, checkpoint_every=100),
+        # the middle of the residual stream for the SAE, and MLP 0's input and output for
+        # a transcoder: 200K tokens x 3 hooks x 128 x fp16 = 154 MB on disk
+        activations=ActivationsConfig(
+            hooks=("blocks.1.hook_resid_pre", "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"),
+            n_tokens=200_000),
+        # 8x expansion, k=16, ten passes over the store: ~40 s on 2 cores
+        sae=SAEConfig(kind="topk", hook_in="blocks.1.hook_resid_pre", d_sae=1024, k=16,
+                      n_tokens=2_000_000, batch_size=1024, lr=1e-3),
     ),
     # Real TinyStories on a laptop (tens of minutes): the first 100K stories of the hub
     # dataset or of a local file (`--data PATH`), a 4K BPE, a 4-layer 256-wide model
@@ -284,6 +294,12 @@ PRESETS: dict[str, CourseConfig] = {
         model=ModelConfig(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024, n_ctx=256),
         train=TrainConfig(batch_size=32, max_steps=2000, lr=1e-3, warmup_steps=100,
                           eval_every=250, checkpoint_every=250),
+        # 1M tokens x 3 hooks x 256 x fp16 = 1.5 GB on disk
+        activations=ActivationsConfig(
+            hooks=("blocks.2.hook_resid_pre", "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"),
+            n_tokens=1_000_000),
+        sae=SAEConfig(kind="topk", hook_in="blocks.2.hook_resid_pre", d_sae=2048, k=32,
+                      n_tokens=20_000_000, batch_size=2048, lr=5e-4),
     ),
     # One 24 GB GPU: the full TinyStories train set (~2.1M stories, ~470M tokens) and a
     # TinyModel-sized network (4 layers, d_model 768, 16 heads, n_ctx 256, ~10K vocab).
@@ -297,6 +313,15 @@ PRESETS: dict[str, CourseConfig] = {
                           n_ctx=256, act="gelu"),
         train=TrainConfig(batch_size=128, max_steps=15_000, lr=6e-4, warmup_steps=500,
                           eval_every=500, checkpoint_every=1000, dtype="auto", compile=True),
+        # 200M tokens of 768-wide fp16 residuals would be 300 GB: stream them through the LM
+        # instead (the budget replication stored 50 GB of fp32 and trained for hours)
+        activations=ActivationsConfig(
+            hooks=("blocks.2.hook_resid_pre",), n_tokens=10_000_000, batch_size=256,
+            storage="stream"),
+        # the budget replication's 16K-latent ReLU SAE, on Anthropic's April 2024 recipe
+        sae=SAEConfig(kind="relu", hook_in="blocks.2.hook_resid_pre", d_sae=16_384,
+                      l1_coeff=5.0, n_tokens=200_000_000, batch_size=4096, lr=5e-5,
+                      dtype="bfloat16", compile=True, checkpoint_every=5000),
     ),
 }
 

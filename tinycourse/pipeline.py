@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .config import CourseConfig, config_hash
+from .config import ConfigError, CourseConfig, config_hash
 from .data import iter_stories, source_fingerprint
 from .rundir import RunDir, atomic_write_json
 from .shards import Shards, token_dtype, write_split
@@ -137,6 +137,28 @@ class Run:
     def shards(self) -> Shards:
         return Shards.open(self.ensure("shards"))
 
+    def model(self, device: str = "cpu"):
+        """The trained language model (trains it first if needed)."""
+        from .model import load_model
+
+        return load_model(self.ensure("lm"), device=device)
+
+    def sae(self, device: str = "cpu"):
+        """The trained sparse autoencoder (or transcoder) of this run's `sae` config."""
+        from .sae import load_sae
+
+        return load_sae(self.ensure("sae"), device=device)
+
+    def activation_source(self, hook_in: str, hook_out: str | None = None, device: str = "cpu"):
+        """What the SAE trainer reads: the collected store, or (storage=stream) the LM run live."""
+        from .activations import ActivationStore, StreamingSource
+
+        cfg = self.cfg.activations
+        if cfg.storage == "stream":
+            return StreamingSource(self.model(device), self.shards(), cfg, hook_in, hook_out)
+        store = ActivationStore.open(self.ensure("activations"))
+        return store.source(hook_in, hook_out, seed=cfg.seed)
+
 
 def _brief(summary: dict) -> str:
     shown = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -195,6 +217,62 @@ def build_shards(run: Run, folder: Path) -> dict:
     return {"train_tokens": splits["train"]["tokens"], "val_tokens": splits["val"]["tokens"],
             "train_stories": splits["train"]["stories"], "val_stories": splits["val"]["stories"],
             "dtype": meta["dtype"]}
+
+
+@stage("lm", needs=("tokenizer", "shards"), reads=("model", "train"), resumable=True)
+def build_lm(run: Run, folder: Path) -> dict:
+    from .train import train_lm  # torch-heavy; the data stages do not need it
+
+    tokenizer = load_tokenizer(run.stage_dir("tokenizer"))
+    shards = Shards.open(run.stage_dir("shards"))
+    summary = train_lm(run.cfg.resolved_model, run.cfg.train, shards, folder,
+                       decode=tokenizer.decode, start_id=tokenizer.start_id)
+    keep = ("steps", "tokens", "train_loss", "val_loss", "unigram_entropy", "tokens_per_s",
+            "parameters", "wall_time_s")
+    return {k: summary[k] for k in keep if k in summary}
+
+
+@stage("activations", needs=("shards", "lm"), reads=("activations",), resumable=True)
+def build_activations(run: Run, folder: Path) -> dict:
+    from .activations import collect_activations
+    from .model import load_model
+    from .rundir import file_sha256
+
+    cfg = run.cfg.activations
+    if cfg.storage == "stream":
+        return {"storage": "stream"}  # nothing stored: the SAE stage runs the LM itself
+    device = _device()
+    lm = run.stage_dir("lm")
+    summary = collect_activations(load_model(lm, device=device), Shards.open(run.stage_dir("shards")),
+                                  cfg, folder, device=device,
+                                  model_hash=file_sha256(lm / "model.safetensors")[:16])
+    keep = ("n_tokens", "n_windows", "dtype", "bytes", "tokens_per_s")
+    return {k: summary[k] for k in keep}
+
+
+@stage("sae", needs=("activations",), reads=("sae",), resumable=True)
+def build_sae(run: Run, folder: Path) -> dict:
+    from .sae_train import train_sae
+
+    cfg, hooks = run.cfg.sae, run.cfg.activations.hooks
+    for hook in filter(None, (cfg.hook_in, cfg.hook_out)):
+        if hook not in hooks:
+            raise ConfigError(
+                f"sae reads {hook!r}, which the activations stage does not collect "
+                f"({', '.join(hooks)}); add it with --set activations.hooks=...,{hook}"
+            )
+    source = run.activation_source(cfg.hook_in, cfg.hook_out or None, device=_device())
+    summary = train_sae(cfg, source, folder, device=_device(),
+                        input_scale=source.scale(cfg.hook_in),
+                        output_scale=source.scale(cfg.hook_out) if cfg.is_transcoder else None)
+    keep = ("mse", "fve", "l0", "dead_fraction", "tokens", "tokens_per_s")
+    return {k: summary[k] for k in keep if k in summary}
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def status(runs_dir: str | os.PathLike, name: str) -> list[dict]:

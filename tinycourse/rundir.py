@@ -24,6 +24,8 @@ import uuid
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # reading the umask means setting it: put it straight back
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -32,6 +34,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts should be shareable
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -1,0 +1,496 @@
+"""Training sparse autoencoders and transcoders on a stream of activations.
+
+`train_sae` trains one; `train_sweep` trains several (different k, l1_coeff, widths...)
+in one pass over the data, each batch read once and fed to every SAE, since reading
+activations usually costs more than an SAE step. Both can be killed at any moment:
+
+    out_dir/checkpoint.pt    every SAE's weights, optimizer and dead-latent counters, the
+                             step and RNG states, every checkpoint_every steps (atomic);
+                             a rerun with the same configs resumes from it
+    <sae folder>/metrics.jsonl   one line per step: step, tokens, loss, mse, sparsity,
+                                 auxk (the loss terms, see `sae.sae_loss`; in normalised
+                                 units), fve (fraction of variance explained on the
+                                 batch), l0 (mean active latents per token), dead_fraction
+                                 (share of latents silent for dead_after_tokens tokens or
+                                 more), lr, coeff (the sparsity coefficient), tokens_per_s
+    <sae folder>/sae.safetensors + cfg.json   the final SAE, scale folded (`sae.load_sae`)
+    <sae folder>/summary.json    final metrics on fresh batches, in eval mode
+
+The SAE folder is out_dir itself for `train_sae` and out_dir/<name> for `train_sweep`,
+whose checkpoint holds the whole sweep: resuming needs the same list of configs.
+
+The source is anything with
+    d_in, d_out                                   widths of hook_in and hook_out
+    batches(batch_size, seed, start_batch=0)      an endless iterator of (x_in, x_out), raw
+                                                  activations (x_out is x_in for an SAE),
+                                                  batch i a pure function of (batch_size,
+                                                  seed, i): so a resumed run reads exactly
+                                                  what an uninterrupted one would have read
+Given that, and a learning rate and penalty that are pure functions of the step, a
+resumed run on CPU ends bitwise identical to an uninterrupted one.
+
+Recipe (Anthropic's April 2024 update unless said otherwise): Adam with betas (0.9, 0.999)
+and no weight decay; linear warm-up over lr_warmup_steps, constant, then linear decay to 0
+over the last lr_decay_frac of the steps; gradient norm clipped at 1; the sparsity
+coefficient (relu's l1_coeff, and jumprelu's l0_coeff as Gemma Scope does) ramps up
+linearly over the first l1_warmup_frac of the steps. Gao et al. use the same betas with
+eps 6.25e-10, chosen for their normalised loss, whose gradients are ~d_in times smaller
+than ours; with our summed MSE the default eps is already negligible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import random
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import ConfigError, SAEConfig, config_hash
+from .rundir import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .sae import UNIT_NORM_KINDS, SparseAutoencoder, sae_loss, save_sae
+
+CHECKPOINT, METRICS, SUMMARY = "checkpoint.pt", "metrics.jsonl", "summary.json"
+GRAD_CLIP = 1.0
+ADAM_BETAS = (0.9, 0.999)
+INIT_SAMPLES = 4096  # activations b_dec is initialised from
+EVAL_BATCHES = 8  # fresh batches the summary's metrics are measured on
+# what a sweep's members must share: the data stream and the checkpoint schedule
+SHARED_FIELDS = ("hook_in", "hook_out", "batch_size", "n_tokens", "seed", "checkpoint_every")
+
+
+class SAETrainingDiverged(RuntimeError):
+    """An SAE's loss stopped being finite; the last checkpoint on disk is still good."""
+
+
+def n_steps(cfg: SAEConfig) -> int:
+    return cfg.n_tokens // cfg.batch_size
+
+
+def lr_at(step: int, cfg: SAEConfig) -> float:
+    """Learning rate of step `step` (0-based): linear warm-up, constant, linear decay to 0
+    over the last lr_decay_frac of the steps (where they overlap, the smaller wins)."""
+    total, decay = n_steps(cfg), int(cfg.lr_decay_frac * n_steps(cfg))
+    factor = 1.0
+    if cfg.lr_warmup_steps:
+        factor = min(factor, (step + 1) / cfg.lr_warmup_steps)
+    if decay:
+        factor = min(factor, (total - step) / decay)
+    return cfg.lr * factor
+
+
+def penalty_at(step: int, cfg: SAEConfig) -> float:
+    """Sparsity coefficient of step `step`: relu's l1_coeff or jumprelu's l0_coeff, ramped
+    up linearly over the first l1_warmup_frac of the steps; 0 for topk and batchtopk."""
+    base = {"relu": cfg.l1_coeff, "jumprelu": cfg.l0_coeff}.get(cfg.kind, 0.0)
+    warmup = cfg.l1_warmup_frac * n_steps(cfg)
+    return base * min(1.0, (step + 1) / warmup) if warmup >= 1 else base
+
+
+def default_name(cfg: SAEConfig) -> str:
+    """A sweep member's folder name: kind, width and its sparsity knob."""
+    knob = {"relu": f"l1-{cfg.l1_coeff:g}", "jumprelu": f"l0-{cfg.l0_coeff:g}"}
+    knob = knob.get(cfg.kind, f"k{cfg.k}")
+    return f"{cfg.kind}_d{cfg.d_sae}_{knob}"
+
+
+def train_sae(cfg: SAEConfig, source, out_dir: str | os.PathLike, *,
+              device: str | torch.device | None = None, progress: bool = True,
+              input_scale: float = 1.0, output_scale: float | None = None,
+              stop_after_steps: int | None = None) -> dict:
+    """Train one SAE or transcoder on `source`, writing into `out_dir`; return its summary.
+
+    `input_scale` multiplies x_in (and, for an SAE, x_out) so that E||x||^2 = d_in;
+    `output_scale` multiplies a transcoder's x_out (None: input_scale). Resumes from
+    out_dir/checkpoint.pt (refusing one written with another config); returns the stored
+    summary if the run already finished. `stop_after_steps=n` ends the call after step n
+    as if the process were killed there, for testing resumption.
+    """
+    return _train([cfg], [Path(out_dir)], Path(out_dir), source, device=device,
+                  progress=progress, input_scale=input_scale, output_scale=output_scale,
+                  stop_after_steps=stop_after_steps)[0]
+
+
+def train_sweep(cfgs: list[SAEConfig], source, out_dir: str | os.PathLike, *,
+                names: list[str] | None = None, device: str | torch.device | None = None,
+                progress: bool = True, input_scale: float = 1.0,
+                output_scale: float | None = None,
+                stop_after_steps: int | None = None) -> list[dict]:
+    """Train every config in `cfgs` on one pass over `source` (each batch read once), each
+    into out_dir/<name> (`names`, default `default_name`). They must share hooks, batch
+    size, token budget and seed (the data) and checkpoint_every; anything else may differ. Resumption is for
+    the whole sweep: the checkpoint in out_dir holds every SAE. Returns the summaries."""
+    names = list(names) if names is not None else [default_name(cfg) for cfg in cfgs]
+    if len(names) != len(cfgs) or len(set(names)) != len(names):
+        raise ConfigError(f"a sweep needs one distinct name per config, got {names}; "
+                          f"pass names=[...]")
+    out_dir = Path(out_dir)
+    return _train(list(cfgs), [out_dir / name for name in names], out_dir, source,
+                  device=device, progress=progress, input_scale=input_scale,
+                  output_scale=output_scale, stop_after_steps=stop_after_steps)
+
+
+@dataclasses.dataclass
+class _Member:
+    """One SAE of a run and everything that changes while it trains."""
+    cfg: SAEConfig
+    folder: Path
+    sae: SparseAutoencoder
+    optimizer: torch.optim.Adam
+    since_fired: torch.Tensor  # (d_sae,) int64: tokens since each latent last fired
+    step_fn: object  # forward + loss, compiled or not
+    recent: list = dataclasses.field(default_factory=list)  # last steps' metrics
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    def dead(self) -> torch.Tensor:
+        return self.since_fired >= self.cfg.dead_after_tokens
+
+
+def _train(cfgs: list[SAEConfig], folders: list[Path], out_dir: Path, source, *, device,
+           progress: bool, input_scale: float, output_scale: float | None,
+           stop_after_steps: int | None) -> list[dict]:
+    cfg0 = cfgs[0]  # what the members share: data, batch size, schedule
+    d_in, d_out, output_scale = _check_run(cfgs, source, input_scale, output_scale)
+    total, batch_size = n_steps(cfg0), cfg0.batch_size
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    fingerprint = {"saes": [dataclasses.asdict(c) for c in cfgs],
+                   "names": [f.name for f in folders], "d_in": d_in, "d_out": d_out,
+                   "input_scale": input_scale, "output_scale": output_scale}
+    run_hash = config_hash(fingerprint)
+    ckpt_path = out_dir / CHECKPOINT
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members = [_new_member(cfg, folder, d_in, d_out, device, input_scale, output_scale)
+               for cfg, folder in zip(cfgs, folders)]
+
+    start = 0
+    if ckpt_path.exists():
+        start = _load_checkpoint(ckpt_path, members, fingerprint, run_hash)
+        if start >= total and all((m.folder / SUMMARY).exists() for m in members):
+            return [json.loads((m.folder / SUMMARY).read_text()) for m in members]
+    else:
+        # b_dec starts at the targets' geometric median (or mean), measured once on a
+        # sample of its own: the checkpoint keeps the result, so resuming never redoes it
+        _, targets = next(iter(source.batches(INIT_SAMPLES, seed=cfg0.seed + 1)))
+        for member in members:
+            member.sae.init_b_dec(targets.to(device, torch.float32) * output_scale)
+    for member in members:  # lines past the checkpoint are from steps about to be redone
+        _truncate_jsonl(member.folder / METRICS, start)
+
+    last_ckpt = start if start else None
+    train_time, steps_run = 0.0, 0
+    logs = [open(m.folder / METRICS, "a") for m in members]
+    bar = tqdm(total=total, initial=start, unit="step", disable=not progress,
+               desc=f"sae x{len(members)}" if len(members) > 1 else "sae")
+    batches = source.batches(batch_size, seed=cfg0.seed, start_batch=start)
+    try:
+        for step in range(start, total):
+            t0 = time.perf_counter()
+            x_in, x_out = next(batches)  # read once, fed to every SAE
+            x_in = x_in.to(device, torch.float32, non_blocking=True) * input_scale
+            target = x_out.to(device, torch.float32, non_blocking=True) * output_scale
+            stats = [_forward_backward(member, step, x_in, target) for member in members]
+            rows = [dict(zip(_STAT_NAMES, row)) for row in torch.stack(stats).tolist()]  # one sync
+            for member, row in zip(members, rows):
+                if not math.isfinite(row["loss"]):  # before any SAE steps: all stay as they were
+                    kept = (f"{ckpt_path} (step {last_ckpt}) is intact" if last_ckpt
+                            else "no checkpoint was written yet")
+                    raise SAETrainingDiverged(
+                        f"SAE {member.name!r}: loss is {row['loss']} at step {step + 1} (lr "
+                        f"{lr_at(step, member.cfg):.3g}); its weights were not updated; {kept}. "
+                        f"Lower sae.lr or the sparsity coefficient, or check the inputs for NaNs."
+                    )
+            for member in members:
+                _optimizer_step(member, step)
+            dt = time.perf_counter() - t0
+            train_time += dt
+            steps_run += 1
+            done = step + 1
+
+            for member, row, log in zip(members, rows, logs):
+                record = {"step": done, "tokens": done * batch_size, **row,
+                          "lr": lr_at(step, member.cfg), "coeff": penalty_at(step, member.cfg),
+                          "tokens_per_s": batch_size / dt}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                member.recent = (member.recent + [record])[-10:]
+            if done % cfg0.checkpoint_every == 0 or done == total:
+                _save_checkpoint(ckpt_path, members, done, fingerprint, run_hash)
+                last_ckpt = done
+            bar.update(1)
+            bar.set_postfix(mse=f"{rows[0]['mse']:.3g}", fve=f"{rows[0]['fve']:.3f}",
+                            l0=f"{rows[0]['l0']:.1f}", dead=f"{rows[0]['dead_fraction']:.2f}")
+            if stop_after_steps is not None and done >= stop_after_steps:
+                break
+    finally:
+        bar.close()
+        for log in logs:
+            log.close()
+
+    steps = start + steps_run
+    finished = steps >= total
+    evaluation = _evaluate(members, source, device, input_scale, output_scale) if finished else None
+    summaries = []
+    for i, member in enumerate(members):
+        summary = {
+            "name": member.name,
+            "kind": member.cfg.kind,
+            "finished": finished,
+            "steps": steps,
+            "tokens": steps * batch_size,
+            **(evaluation[i] if evaluation else {}),  # mse, fve, l0 in eval mode
+            "dead_fraction": float(member.dead().float().mean()),
+            # the last steps' training metrics (batchtopk: batch-level top-k, not the threshold)
+            **{f"train_{key}": float(np.mean([r[key] for r in member.recent]))
+               for key in ("mse", "fve", "l0") if member.recent},
+            # tokens of data per second, each feeding every SAE of the sweep
+            "tokens_per_s": steps_run * batch_size / train_time if train_time else None,
+            "sweep_size": len(members),
+            "device": str(device),
+            "dtype": member.cfg.dtype,
+            "config_hash": config_hash(member.cfg),
+        }
+        if finished:
+            save_sae(member.sae, member.folder, training_tokens=total * batch_size)
+            atomic_write_json(member.folder / SUMMARY, summary)
+        summaries.append(summary)
+    return summaries
+
+
+def _check_run(cfgs: list[SAEConfig], source, input_scale: float,
+               output_scale: float | None) -> tuple[int, int, float]:
+    """Refuse what cannot work, with a message; return d_in, d_out and the output scale."""
+    cfg0 = cfgs[0]
+    for cfg in cfgs[1:]:
+        for name in SHARED_FIELDS:
+            if getattr(cfg, name) != getattr(cfg0, name):
+                raise ConfigError(f"a sweep reads one stream of data: sae.{name} must be the "
+                                  f"same for every config ({getattr(cfg0, name)!r} vs "
+                                  f"{getattr(cfg, name)!r})")
+    if n_steps(cfg0) < 1:
+        raise ConfigError(f"sae.n_tokens={cfg0.n_tokens} is less than one batch "
+                          f"({cfg0.batch_size})")
+    d_in, d_out = int(source.d_in), int(source.d_out)
+    if cfg0.is_transcoder:
+        return d_in, d_out, input_scale if output_scale is None else output_scale
+    if d_out != d_in:
+        raise ConfigError(f"the source's d_out ({d_out}) differs from d_in ({d_in}) but "
+                          f"sae.hook_out is empty: set it to train a transcoder")
+    if output_scale not in (None, input_scale):
+        raise ConfigError("an SAE's target is its input: output_scale must be input_scale")
+    return d_in, d_out, input_scale
+
+
+def _new_member(cfg: SAEConfig, folder: Path, d_in: int, d_out: int, device: torch.device,
+                input_scale: float, output_scale: float) -> _Member:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # the same initial weights whatever else the sweep holds
+    sae = SparseAutoencoder(cfg, d_in, d_out).to(device)
+    sae.input_scale.fill_(input_scale)
+    sae.output_scale.fill_(output_scale)
+    # plain Adam, no weight decay: the recipes of Anthropic (April 2024) and Gao et al.
+    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=ADAM_BETAS,
+                                 fused=True if device.type == "cuda" else None)
+    since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
+    return _Member(cfg, folder, sae, optimizer, since_fired, _make_step_fn(sae, device, cfg))
+
+
+# --- one step ------------------------------------------------------------------------------
+
+_STAT_NAMES = ("loss", "mse", "sparsity", "auxk", "fve", "l0", "dead_fraction")
+
+
+def _make_step_fn(sae: SparseAutoencoder, device: torch.device, cfg: SAEConfig):
+    """forward + loss of one SAE, under bf16 autocast if asked, compiled if asked."""
+
+    def step_fn(x_in, target, coeff, dead):
+        bf16 = cfg.dtype == "bfloat16"
+        with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            out = sae(x_in)
+            return out, sae_loss(sae, target, out, penalty_coeff=coeff, dead=dead)
+
+    if not cfg.compile:
+        return step_fn
+    # Each SAE of a sweep is its own compiled graph (dynamo guards on the module), and
+    # dynamo keeps 8 per function by default: beyond that, members quietly run eagerly.
+    compiled = torch.compile(step_fn)
+
+    def compiled_or_eager(*args):
+        nonlocal compiled
+        if compiled is None:
+            return step_fn(*args)
+        try:
+            return compiled(*args)
+        except Exception as err:  # e.g. no C++ compiler for inductor on this CPU
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:300]}); "
+                          f"training this SAE eagerly instead", RuntimeWarning, stacklevel=2)
+            compiled = None
+            return step_fn(*args)
+
+    return compiled_or_eager
+
+
+def _forward_backward(member: _Member, step: int, x_in: torch.Tensor,
+                      target: torch.Tensor) -> torch.Tensor:
+    """Loss and gradients of one SAE on one batch; returns its stats (a tensor, so the
+    caller syncs once for every SAE of the sweep)."""
+    sae, cfg = member.sae, member.cfg
+    coeff = torch.tensor(penalty_at(step, cfg), device=x_in.device)  # a tensor: no recompiles
+    dead = member.dead() if cfg.kind in ("topk", "batchtopk") else None
+    if dead is not None and not dead.any():  # AuxK would be 0: skip its cost (a cheap sync)
+        dead = None
+    out, loss = member.step_fn(x_in, target, coeff, dead)
+    loss.total.backward()
+    with torch.no_grad():
+        reconstruction, latents = out.reconstruction.float(), out.latents.detach()
+        # fraction of variance explained on this batch: 1 - SSE / total sum of squares
+        sse = (target - reconstruction).pow(2).sum()
+        sst = (target - target.mean(0)).pow(2).sum()
+        fired = latents > 0
+        # update the dead counters now: their use (AuxK) is over for this step
+        member.since_fired.copy_(torch.where(fired.any(0), 0, member.since_fired + len(x_in)))
+        if sae.kind == "batchtopk":
+            sae.update_inference_threshold(latents)
+        return torch.stack([loss.total.detach(), loss.mse.detach(), loss.sparsity.detach(),
+                            loss.auxk.detach(), 1 - sse / sst, fired.sum(-1).float().mean(),
+                            member.dead().float().mean()]).float()
+
+
+def _optimizer_step(member: _Member, step: int) -> None:
+    sae, optimizer = member.sae, member.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, member.cfg)
+    unit_norm = sae.kind in UNIT_NORM_KINDS
+    if unit_norm:
+        sae.remove_parallel_decoder_grad()
+    torch.nn.utils.clip_grad_norm_(sae.parameters(), GRAD_CLIP)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if unit_norm:
+        sae.normalize_decoder()
+
+
+@torch.no_grad()
+def _evaluate(members: list[_Member], source, device: torch.device, input_scale: float,
+              output_scale: float) -> list[dict]:
+    """MSE, FVE and L0 of every SAE in eval mode (batchtopk: its threshold) on
+    EVAL_BATCHES batches of a stream with another seed, pooled over the batches."""
+    cfg0 = members[0].cfg
+    sums = torch.zeros(len(members), 4, dtype=torch.float64)  # sse, sst, active, tokens
+    batches = source.batches(cfg0.batch_size, seed=cfg0.seed + 2)
+    for _ in range(EVAL_BATCHES):
+        x_in, x_out = next(batches)
+        x_in = x_in.to(device, torch.float32) * input_scale
+        target = x_out.to(device, torch.float32) * output_scale
+        sst = (target - target.mean(0)).pow(2).sum()
+        for i, member in enumerate(members):
+            member.sae.eval()
+            out = member.sae(x_in)
+            member.sae.train()
+            sums[i] += torch.stack([(target - out.reconstruction).pow(2).sum(), sst,
+                                    (out.latents > 0).sum(), torch.tensor(len(x_in))]).double().cpu()
+    return [{"mse": float(s[0] / s[3]), "fve": float(1 - s[0] / s[1]), "l0": float(s[2] / s[3])}
+            for s in sums]
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+def _save_checkpoint(path: Path, members: list[_Member], step: int, fingerprint: dict,
+                     run_hash: str) -> None:
+    state = {
+        "step": step,
+        "members": [{"model": m.sae.state_dict(), "optimizer": m.optimizer.state_dict(),
+                     "since_fired": m.since_fired} for m in members],
+        "rng": _rng_state(),
+        "config": fingerprint,
+        "config_hash": run_hash,
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_checkpoint(path: Path, members: list[_Member], fingerprint: dict,
+                     run_hash: str) -> int:
+    """Restore every member from `path` (refusing another config's); return its step."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    _check_fingerprint(state, fingerprint, run_hash, path)
+    for member, saved in zip(members, state["members"]):
+        member.sae.load_state_dict(saved["model"])
+        member.optimizer.load_state_dict(saved["optimizer"])
+        member.since_fired.copy_(saved["since_fired"])
+    _set_rng_state(state["rng"])
+    return state["step"]
+
+
+def _check_fingerprint(state: dict, fingerprint: dict, run_hash: str, path: Path) -> None:
+    if state.get("config_hash") == run_hash:
+        return
+    old = state.get("config", {})
+    changes = []
+    if old.get("names") != fingerprint["names"]:
+        changes.append(f"SAEs: {old.get('names')} -> {fingerprint['names']}")
+    else:
+        for name, before, after in zip(fingerprint["names"], old["saes"], fingerprint["saes"]):
+            changes += [f"{name}: sae.{key}: {before.get(key)!r} -> {value!r}"
+                        for key, value in after.items() if before.get(key) != value]
+    for key in ("d_in", "d_out", "input_scale", "output_scale"):
+        if old.get(key) != fingerprint[key]:
+            changes.append(f"{key}: {old.get(key)!r} -> {fingerprint[key]!r}")
+    raise ConfigError(
+        f"{path} was written by a run with a different configuration "
+        f"({'; '.join(changes) or 'unknown differences'}). Resume with the same configs, or "
+        f"start over in a new out_dir (or delete the checkpoint)."
+    )
+
+
+def _rng_state() -> dict:
+    # Training draws no random numbers today (data order comes from the source's seed),
+    # but a checkpoint that restores them keeps resumption exact if that ever changes.
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        # tensors and tuples, so the file loads with weights_only=True
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), *rest))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _truncate_jsonl(path: Path, step: int) -> None:
+    """Keep only the lines of `path` with "step" <= `step` (and drop a half-written one)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write_text(path, "".join(kept))
+
+
+__all__ = ["train_sae", "train_sweep", "SAETrainingDiverged", "lr_at", "penalty_at", "default_name"]

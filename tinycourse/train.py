@@ -1,0 +1,437 @@
+"""Training the language model: next-token prediction on random windows of the shards.
+
+One function, `train_lm`, does the whole job and can be killed at any moment:
+
+    out_dir/checkpoint.pt    model, optimizer, step and RNG states, every checkpoint_every
+                             steps, written atomically; a rerun resumes from it
+    out_dir/metrics.jsonl    one line per step: step, tokens, train_loss, lr, tokens_per_s,
+                             and val_loss on evaluation steps
+    out_dir/samples.jsonl    a few stories sampled at each evaluation
+    out_dir/model.safetensors + config.json   the final model (see `model.load_model`)
+    out_dir/summary.json     final losses, throughput, the val tokens' unigram entropy
+
+Batch `step` is a pure function of `(seed, step)` (`WindowSampler`) and the learning rate
+a pure function of `step`, so a resumed run replays exactly what an uninterrupted one
+would have done: on CPU the final weights are bitwise identical.
+
+The same function runs data-parallel under `torchrun --nproc_per_node K` (it reads
+WORLD_SIZE/RANK/LOCAL_RANK from the environment; NCCL on CUDA, gloo on CPU). Each rank
+draws its own windows; gradients are averaged by DistributedDataParallel; only rank 0
+writes files.
+
+Precision: `dtype="auto"` trains with bf16 autocast on a CUDA GPU that supports it (half
+the memory traffic, tensor cores) and in plain fp32 on any CPU. A CPU only gains from
+bf16 if it has native bf16 instructions (AVX512-BF16 or AMX): on one such 2-core machine
+benchmarks/bench_train.py measured 1.25x (tiny) to 1.8x (small) more tokens/s, while
+CPUs without them emulate bf16 and slow down. fp32 also gives the same numbers on every
+laptop, so on CPU bf16 is opt-in: `dtype="bfloat16"`, best with `compile=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from .config import ConfigError, ModelConfig, TrainConfig, config_hash
+from .model import GPT, count_parameters, generate, save_model
+from .rundir import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .shards import Shards, WindowSampler
+
+CHECKPOINT, METRICS, SAMPLES, SUMMARY = "checkpoint.pt", "metrics.jsonl", "samples.jsonl", "summary.json"
+N_SAMPLES = 3  # stories sampled at each evaluation
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number; the last checkpoint is still good."""
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warmup from lr/warmup_steps
+    to lr, then a cosine down to lr * min_lr_ratio at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - 1 - cfg.warmup_steps))
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: decaying biases and norm gains toward
+    zero would only fight their job of shifting and scaling."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    # the fused kernel does the whole update in a few launches: worth it on a GPU
+    fused = True if device.type == "cuda" else None
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `cfg.dtype` on `device`; None means plain fp32."""
+    if cfg.dtype == "bfloat16":
+        return torch.bfloat16
+    if cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def enable_tf32() -> None:
+    """Let fp32 matmuls use TF32 tensor cores (10-bit mantissa products, fp32 sums): several
+    times faster on Ampere and later, and precise enough for training."""
+    try:
+        torch.backends.cuda.matmul.fp32_precision = "tf32"  # torch >= 2.9
+    except AttributeError:
+        torch.backends.cuda.matmul.allow_tf32 = True  # older torch; never mix the two APIs
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy in nats. logits (batch, pos, d_vocab), targets (batch, pos)."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
+    """Entropy (nats) of the token frequencies: the loss of a model that ignores context.
+    A trained LM should land well below it (the tiny preset aims for half)."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for begin in range(0, len(tokens), 1 << 24):  # chunks keep memory flat on big splits
+        counts += np.bincount(tokens[begin : begin + (1 << 24)], minlength=vocab_size)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def train_lm(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    shards: Shards,
+    out_dir: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    decode: Callable[[list[int]], str] | None = None,
+    start_id: int | None = None,
+    stop_after: int | None = None,
+) -> dict:
+    """Train a `GPT(model_cfg)` on `shards`, writing into `out_dir`; return the summary.
+
+    Resumes from `out_dir/checkpoint.pt` if there is one (refusing one written with other
+    configs); returns the stored summary if the run already finished. `decode` turns
+    sampled ids into text for samples.jsonl; samples start from `start_id` (default: the
+    shards' start token, which also ends a story). `stop_after=k` ends the call after
+    step k as if the process were killed there (only scheduled checkpoints exist), for
+    testing resumption.
+    """
+    out_dir = Path(out_dir)
+    rank, local_rank, world_size, owns_group = _init_distributed()
+    try:
+        device = _pick_device(device, local_rank)
+        return _train(model_cfg, train_cfg, shards, out_dir, device, progress, decode,
+                      shards.start_id if start_id is None else start_id, stop_after,
+                      rank, world_size)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _train(model_cfg: ModelConfig, cfg: TrainConfig, shards: Shards, out_dir: Path,
+           device: torch.device, progress: bool, decode: Callable[[list[int]], str] | None,
+           start_id: int, stop_after: int | None, rank: int, world_size: int) -> dict:
+    if model_cfg.d_vocab < shards.vocab_size:
+        raise ConfigError(
+            f"model.d_vocab={model_cfg.d_vocab} is smaller than the shards' vocabulary "
+            f"({shards.vocab_size}); use CourseConfig.resolved_model"
+        )
+    if cfg.batch_size % (cfg.grad_accum * world_size):
+        raise ConfigError(
+            f"train.batch_size={cfg.batch_size} must split evenly into grad_accum="
+            f"{cfg.grad_accum} micro-batches on each of {world_size} processes"
+        )
+    is_main = rank == 0
+    fingerprint = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(cfg),
+                   "world_size": world_size}
+    run_hash = config_hash(fingerprint)
+    ckpt_path = out_dir / CHECKPOINT
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if device.type == "cuda":
+        enable_tf32()
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    raw = GPT(model_cfg).to(device)
+    optimizer = make_optimizer(raw, cfg, device)
+    start_step = 0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _check_fingerprint(state, fingerprint, run_hash, ckpt_path)
+        raw.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        start_step = state["step"]
+        summary_path = out_dir / SUMMARY
+        if start_step >= cfg.max_steps and summary_path.exists():
+            return json.loads(summary_path.read_text())
+    if is_main:  # lines past the checkpoint are from steps about to be redone
+        _truncate_jsonl(out_dir / METRICS, start_step)
+        _truncate_jsonl(out_dir / SAMPLES, start_step)
+
+    compiled = torch.compile(raw) if cfg.compile else raw
+    model = compiled
+    if world_size > 1:
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = DistributedDataParallel(compiled, device_ids=device_ids)
+    amp = autocast_dtype(cfg, device)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
+
+    per_rank = cfg.batch_size // world_size
+    sampler = WindowSampler(shards.tokens("train"), per_rank, model_cfg.n_ctx, seed=cfg.seed,
+                            rank=rank, world_size=world_size)
+    val_tokens = shards.tokens("val")
+    # fixed windows, the same whatever the number of ranks: rank r takes batches r, r+K, ...
+    val_sampler = WindowSampler(val_tokens, cfg.batch_size // cfg.grad_accum, model_cfg.n_ctx,
+                                seed=cfg.seed)
+
+    @torch.no_grad()
+    def evaluate() -> float:
+        total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
+        for i in range(rank, cfg.eval_batches, world_size):
+            batch = val_sampler.batch(i).to(device)
+            with autocast():
+                total[0] += lm_loss(compiled(batch[:, :-1]), batch[:, 1:]).double()
+            total[1] += 1
+        if world_size > 1:
+            dist.all_reduce(total)
+        return float(total[0] / total[1])
+
+    def write_samples(step: int) -> None:
+        rows = generate(raw, [[start_id]] * N_SAMPLES, model_cfg.n_ctx, seed=cfg.seed + step,
+                        stop_id=start_id)
+        lines = []
+        for ids in rows:
+            record = {"step": step, "tokens": ids}
+            if decode is not None:
+                body = ids[1:-1] if ids[-1] == start_id and len(ids) > 1 else ids[1:]
+                record["text"] = decode(body)
+            lines.append(json.dumps(record) + "\n")
+        with open(out_dir / SAMPLES, "a") as f:
+            f.writelines(lines)
+
+    tokens_per_step = cfg.batch_size * model_cfg.n_ctx
+    recent_losses: deque[float] = deque(maxlen=10)
+    val_loss = None
+    train_time, steps_run = 0.0, 0
+    last_ckpt = start_step if start_step else None
+    begun = time.perf_counter()
+    metrics = open(out_dir / METRICS, "a") if is_main else None
+    bar = tqdm(total=cfg.max_steps, initial=start_step, desc="train", unit="step",
+               disable=not (progress and is_main))
+    try:
+        for step in range(start_step, cfg.max_steps):
+            t0 = time.perf_counter()
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = sampler.batch(step).to(device, non_blocking=True)  # (per_rank, n_ctx + 1)
+            loss_sum = torch.zeros((), device=device)
+            for micro, chunk in enumerate(batch.chunk(cfg.grad_accum)):
+                # DDP averages gradients on every backward; only the last micro-batch needs it
+                last = micro == cfg.grad_accum - 1
+                sync = nullcontext() if last or world_size == 1 else model.no_sync()
+                with sync:
+                    with autocast():
+                        loss = lm_loss(model(chunk[:, :-1]), chunk[:, 1:]) / cfg.grad_accum
+                    loss.backward()
+                loss_sum += loss.detach()
+            if world_size > 1:  # every rank must see a divergence at the same step
+                dist.all_reduce(loss_sum)
+                loss_sum /= world_size
+            train_loss = loss_sum.item()
+            if not math.isfinite(train_loss):
+                kept = f"{ckpt_path} (step {last_ckpt}) is intact" if last_ckpt else "no checkpoint yet"
+                raise TrainingDiverged(
+                    f"loss is {train_loss} at step {step + 1} (lr {lr:.3g}); the weights were "
+                    f"not updated; {kept}. Lower train.lr or raise train.warmup_steps."
+                )
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            train_time += dt
+            steps_run += 1
+
+            done = step + 1
+            recent_losses.append(train_loss)
+            record = {"step": done, "tokens": done * tokens_per_step, "train_loss": train_loss,
+                      "lr": lr, "tokens_per_s": tokens_per_step / dt}
+            if done % cfg.eval_every == 0 or done == cfg.max_steps:
+                val_loss = record["val_loss"] = evaluate()
+                if is_main:
+                    write_samples(done)
+            if is_main:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+                if is_main:
+                    _save_checkpoint(ckpt_path, raw, optimizer, done, fingerprint, run_hash)
+                last_ckpt = done
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss is not None else "-",
+                            tok_s=f"{record['tokens_per_s']:,.0f}")
+            if stop_after is not None and done >= stop_after:
+                break
+    finally:
+        bar.close()
+        if metrics is not None:
+            metrics.close()
+
+    finished = start_step + steps_run >= cfg.max_steps
+    if finished and val_loss is None:  # killed between the last checkpoint and the summary
+        val_loss = evaluate()
+    if not recent_losses and is_main:
+        recent_losses.extend(_last_train_losses(out_dir / METRICS, 10))
+    summary = {
+        "finished": finished,
+        "steps": start_step + steps_run,
+        "tokens": (start_step + steps_run) * tokens_per_step,
+        # the mean of the last 10 steps: one step's loss is noisy
+        "train_loss": sum(recent_losses) / len(recent_losses) if recent_losses else None,
+        "val_loss": val_loss,
+        "unigram_entropy": unigram_entropy(val_tokens, model_cfg.d_vocab),
+        "tokens_per_s": steps_run * tokens_per_step / train_time if train_time else None,
+        "wall_time_s": time.perf_counter() - begun,
+        "parameters": count_parameters(raw).total,
+        "device": str(device),
+        "dtype": str(amp or torch.float32).removeprefix("torch."),
+        "world_size": world_size,
+        "config_hash": run_hash,
+    }
+    if finished and is_main:
+        save_model(raw, out_dir)
+        atomic_write_json(out_dir / SUMMARY, summary)
+    return summary
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     step: int, fingerprint: dict, run_hash: str) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "rng": _rng_state(),
+        "config": fingerprint,
+        "config_hash": run_hash,
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _check_fingerprint(state: dict, fingerprint: dict, run_hash: str, path: Path) -> None:
+    if state.get("config_hash") == run_hash:
+        return
+    old = state.get("config", {})
+    changes = []
+    for section in ("model", "train"):
+        for key, value in fingerprint[section].items():
+            before = old.get(section, {}).get(key)
+            if before != value:
+                changes.append(f"{section}.{key}: {before!r} -> {value!r}")
+    if old.get("world_size") != fingerprint["world_size"]:
+        changes.append(f"processes: {old.get('world_size')} -> {fingerprint['world_size']}")
+    raise ConfigError(
+        f"{path} was written by a run with a different configuration "
+        f"({'; '.join(changes) or 'unknown differences'}). Resume with the same configs, "
+        f"or start over in a new out_dir (or delete the checkpoint)."
+    )
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        # stored as tensors and tuples so the file loads with weights_only=True
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _last_train_losses(path: Path, n: int) -> list[float]:
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines()[-n:]]
+    return [r["train_loss"] for r in records]
+
+
+def _truncate_jsonl(path: Path, step: int) -> None:
+    """Keep only the lines of `path` with "step" <= `step` (and drop a half-written one)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write_text(path, "".join(kept))
+
+
+# --- processes and devices ------------------------------------------------------------
+
+def _init_distributed() -> tuple[int, int, int, bool]:
+    """(rank, local_rank, world_size, whether we created the process group)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 0, 1, False
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size(), owns
+
+
+def _pick_device(device: str | torch.device | None, local_rank: int) -> torch.device:
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+__all__ = ["train_lm", "TrainingDiverged", "lr_at", "make_optimizer", "autocast_dtype",
+           "enable_tf32", "lm_loss", "unigram_entropy"]
