@@ -239,6 +239,25 @@ class SAEConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """How SAEs are measured: on held-out (validation) tokens, spliced into the model."""
+
+    n_tokens: int = 50_000  # validation tokens the metrics are measured on
+    batch_size: int = 32  # sequences per forward pass
+    dense_threshold: float = 0.1  # a latent firing on more than this share of tokens is dense
+    ground_truth_stories: int = 300  # storyworld stories scored against their labels
+    # the Pareto sweep: k for topk/batchtopk, l1_coeff for relu, l0_coeff for jumprelu
+    sweep_values: tuple[float, ...] = (4, 8, 16, 32)
+    sweep_tokens: int = 1_000_000  # training tokens per swept SAE (all share one data pass)
+
+    def __post_init__(self) -> None:
+        for name in ("n_tokens", "batch_size", "ground_truth_stories", "sweep_tokens"):
+            _check_positive(f"eval.{name}", getattr(self, name))
+        if not 0 < self.dense_threshold < 1:
+            raise ConfigError(f"eval.dense_threshold must be in (0, 1), got {self.dense_threshold}")
+
+
+@dataclass(frozen=True)
 class CourseConfig:
     """The whole course: one frozen config per stage."""
 
@@ -250,6 +269,7 @@ class CourseConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     sae: SAEConfig = field(default_factory=SAEConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
     def resolved_model(self) -> ModelConfig:
@@ -339,8 +359,14 @@ def preset(name: str) -> CourseConfig:
 
 def _parse_value(text: str, annotation: object, where: str) -> object:
     """Parse `text` as a value of the (string) dataclass annotation `annotation`."""
-    if str(annotation) == "tuple[str, ...]":
-        return tuple(part.strip() for part in text.split(",") if part.strip())
+    if str(annotation) in ("tuple[str, ...]", "tuple[float, ...]"):
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        if str(annotation) == "tuple[str, ...]":
+            return tuple(parts)
+        try:
+            return tuple(float(part) for part in parts)
+        except ValueError:
+            raise ConfigError(f"{where} expects comma-separated numbers, got {text!r}") from None
     kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(annotation))
     if kind is None:
         raise ConfigError(f"{where} has type {annotation} which --set cannot parse")
@@ -406,7 +432,7 @@ def from_dict(data: dict) -> CourseConfig:
     kinds = {f.name: f.type for f in dataclasses.fields(CourseConfig)}
     classes = {"data": DataConfig, "tokenizer": TokenizerConfig, "shards": ShardsConfig,
                "model": ModelConfig, "train": TrainConfig, "activations": ActivationsConfig,
-               "sae": SAEConfig}
+               "sae": SAEConfig, "eval": EvalConfig}
     parts = {}
     for key, value in data.items():
         if key in classes:
@@ -419,6 +445,6 @@ def from_dict(data: dict) -> CourseConfig:
 
 __all__ = [
     "ConfigError", "DataConfig", "TokenizerConfig", "ShardsConfig", "ModelConfig",
-    "TrainConfig", "ActivationsConfig", "SAEConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
+    "TrainConfig", "ActivationsConfig", "SAEConfig", "EvalConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
     "from_dict",
 ]
