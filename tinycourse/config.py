@@ -246,15 +246,29 @@ class EvalConfig:
     batch_size: int = 32  # sequences per forward pass
     dense_threshold: float = 0.1  # a latent firing on more than this share of tokens is dense
     ground_truth_stories: int = 300  # storyworld stories scored against their labels
-    # the Pareto sweep: k for topk/batchtopk, l1_coeff for relu, l0_coeff for jumprelu
-    sweep_values: tuple[float, ...] = (4, 8, 16, 32)
-    sweep_tokens: int = 1_000_000  # training tokens per swept SAE (all share one data pass)
 
     def __post_init__(self) -> None:
-        for name in ("n_tokens", "batch_size", "ground_truth_stories", "sweep_tokens"):
+        for name in ("n_tokens", "batch_size", "ground_truth_stories"):
             _check_positive(f"eval.{name}", getattr(self, name))
         if not 0 < self.dense_threshold < 1:
             raise ConfigError(f"eval.dense_threshold must be in (0, 1), got {self.dense_threshold}")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A small sweep of the SAE's sparsity setting, for the Pareto plot of FVE against L0.
+
+    `values` are k for topk/batchtopk, l1_coeff for relu and l0_coeff for jumprelu; every
+    other setting is the `sae` stage's. All members share one pass over the activations.
+    """
+
+    values: tuple[float, ...] = (4, 8, 16, 32)
+    n_tokens: int = 1_000_000  # training tokens per member
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise ConfigError("sweep.values is empty; give e.g. --set sweep.values=4,8,16")
+        _check_positive("sweep.n_tokens", self.n_tokens)
 
 
 @dataclass(frozen=True)
@@ -269,6 +283,7 @@ class CourseConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     sae: SAEConfig = field(default_factory=SAEConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
@@ -303,6 +318,8 @@ PRESETS: dict[str, CourseConfig] = {
         # 8x expansion, k=16, ten passes over the store: ~40 s on 2 cores
         sae=SAEConfig(kind="topk", hook_in="blocks.1.hook_resid_pre", d_sae=1024, k=16,
                       n_tokens=2_000_000, batch_size=1024, lr=1e-3),
+        # four k values sharing one pass of 500K tokens: ~40 s
+        sweep=SweepConfig(values=(4, 8, 16, 32), n_tokens=500_000),
     ),
     # Real TinyStories on a laptop (tens of minutes): the first 100K stories of the hub
     # dataset or of a local file (`--data PATH`), a 4K BPE, a 4-layer 256-wide model
@@ -320,6 +337,7 @@ PRESETS: dict[str, CourseConfig] = {
             n_tokens=1_000_000),
         sae=SAEConfig(kind="topk", hook_in="blocks.2.hook_resid_pre", d_sae=2048, k=32,
                       n_tokens=20_000_000, batch_size=2048, lr=5e-4),
+        sweep=SweepConfig(values=(8, 16, 32, 64), n_tokens=5_000_000),
     ),
     # One 24 GB GPU: the full TinyStories train set (~2.1M stories, ~470M tokens) and a
     # TinyModel-sized network (4 layers, d_model 768, 16 heads, n_ctx 256, ~10K vocab).
@@ -342,6 +360,7 @@ PRESETS: dict[str, CourseConfig] = {
         sae=SAEConfig(kind="relu", hook_in="blocks.2.hook_resid_pre", d_sae=16_384,
                       l1_coeff=5.0, n_tokens=200_000_000, batch_size=4096, lr=5e-5,
                       dtype="bfloat16", compile=True, checkpoint_every=5000),
+        sweep=SweepConfig(values=(1.0, 2.0, 5.0, 10.0), n_tokens=50_000_000),
     ),
 }
 
@@ -432,7 +451,7 @@ def from_dict(data: dict) -> CourseConfig:
     kinds = {f.name: f.type for f in dataclasses.fields(CourseConfig)}
     classes = {"data": DataConfig, "tokenizer": TokenizerConfig, "shards": ShardsConfig,
                "model": ModelConfig, "train": TrainConfig, "activations": ActivationsConfig,
-               "sae": SAEConfig, "eval": EvalConfig}
+               "sae": SAEConfig, "sweep": SweepConfig, "eval": EvalConfig}
     parts = {}
     for key, value in data.items():
         if key in classes:
@@ -445,6 +464,6 @@ def from_dict(data: dict) -> CourseConfig:
 
 __all__ = [
     "ConfigError", "DataConfig", "TokenizerConfig", "ShardsConfig", "ModelConfig",
-    "TrainConfig", "ActivationsConfig", "SAEConfig", "EvalConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
+    "TrainConfig", "ActivationsConfig", "SAEConfig", "SweepConfig", "EvalConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
     "from_dict",
 ]

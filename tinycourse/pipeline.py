@@ -112,7 +112,8 @@ class Run:
         else:
             self.log(f"[{name}] building in {self.stage_dir(name)}")
             started = time.time()
-            folder = self.dir.begin(name, keep_files=spec.resumable)
+            folder = self.dir.begin(name, config_hash=digest, upstream=upstream,
+                                    resumable=spec.resumable)
             summary = spec.build(self, folder)
             self.dir.seal(name, config=config, config_hash=digest, upstream=upstream,
                           version=__version__, summary=summary, started=started)
@@ -267,6 +268,32 @@ def build_sae(run: Run, folder: Path) -> dict:
                         output_scale=source.scale(cfg.hook_out) if cfg.is_transcoder else None)
     keep = ("mse", "fve", "l0", "dead_fraction", "tokens", "tokens_per_s")
     return {k: summary[k] for k in keep if k in summary}
+
+
+SWEPT_FIELD = {"topk": "k", "batchtopk": "k", "relu": "l1_coeff", "jumprelu": "l0_coeff"}
+
+
+def sweep_configs(cfg: CourseConfig) -> list:
+    """The `sae` config with its sparsity setting set to each of `sweep.values`."""
+    name = SWEPT_FIELD[cfg.sae.kind]
+    cast = int if name == "k" else float
+    return [dataclasses.replace(cfg.sae, **{name: cast(value)}, n_tokens=cfg.sweep.n_tokens)
+            for value in cfg.sweep.values]
+
+
+@stage("sweep", needs=("activations",), reads=("sae", "sweep"), resumable=True)
+def build_sweep(run: Run, folder: Path) -> dict:
+    from .sae_train import train_sweep
+
+    cfgs = sweep_configs(run.cfg)
+    sae = run.cfg.sae
+    source = run.activation_source(sae.hook_in, sae.hook_out or None, device=_device())
+    summaries = train_sweep(cfgs, source, folder, device=_device(),
+                            input_scale=source.scale(sae.hook_in),
+                            output_scale=source.scale(sae.hook_out) if sae.is_transcoder else None)
+    return {"members": len(cfgs), "swept": SWEPT_FIELD[sae.kind],
+            "l0": ", ".join(f"{s['l0']:.1f}" for s in summaries),
+            "fve": ", ".join(f"{s['fve']:.3f}" for s in summaries)}
 
 
 def _device() -> str:

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+BUILDING = "building.json"  # what a build in progress was started for (resume or wipe)
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # reading the umask means setting it: put it straight back
 
@@ -92,17 +93,22 @@ class RunDir:
             and found.get("upstream") == upstream
         )
 
-    def begin(self, stage: str, *, keep_files: bool = False) -> Path:
-        """Prepare the stage folder for a build: the old manifest goes first (so a kill
-        from here on leaves the stage undone); old files go too unless `keep_files`
-        (a resumable stage keeps its checkpoints and decides itself what to reuse)."""
+    def begin(self, stage: str, *, config_hash: str, upstream: dict[str, str],
+              resumable: bool = False) -> Path:
+        """Prepare the stage folder for a build. The old manifest goes first, so a kill
+        from here on leaves the stage undone. A resumable stage (checkpoints) keeps its
+        files only if they were made for this same config and upstream; anything else
+        starts from an empty folder, so a changed config never resumes a stale build."""
         folder = self.stage_dir(stage)
-        manifest = folder / MANIFEST
+        manifest, building = folder / MANIFEST, folder / BUILDING
         if manifest.exists():
             manifest.unlink()
-        if folder.exists() and not keep_files:
+        wanted = {"config_hash": config_hash, "upstream": upstream}
+        same = building.exists() and json.loads(building.read_text()) == wanted
+        if folder.exists() and not (resumable and same):
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(building, wanted)
         return folder
 
     def seal(self, stage: str, *, config: dict, config_hash: str, upstream: dict[str, str],
@@ -112,7 +118,7 @@ class RunDir:
         files = {
             str(p.relative_to(folder)): p.stat().st_size
             for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")
+            if p.is_file() and p.name not in (MANIFEST, BUILDING) and not p.name.endswith(".tmp")
         }
         manifest = {
             "stage": stage,
@@ -127,4 +133,5 @@ class RunDir:
             "summary": summary,
         }
         atomic_write_json(folder / MANIFEST, manifest)
+        (folder / BUILDING).unlink(missing_ok=True)
         return manifest

@@ -41,11 +41,9 @@ than ours; with our summed MSE the default eps is already negligible.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
-import random
 import time
 import warnings
 from contextlib import nullcontext
@@ -56,7 +54,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import ConfigError, SAEConfig, config_hash
-from .rundir import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .resume import save_checkpoint, set_rng_state, truncate_jsonl
+from .rundir import atomic_write_json
 from .sae import UNIT_NORM_KINDS, SparseAutoencoder, sae_loss, save_sae
 
 CHECKPOINT, METRICS, SUMMARY = "checkpoint.pt", "metrics.jsonl", "summary.json"
@@ -186,7 +185,7 @@ def _train(cfgs: list[SAEConfig], folders: list[Path], out_dir: Path, source, *,
         for member in members:
             member.sae.init_b_dec(targets.to(device, torch.float32) * output_scale)
     for member in members:  # lines past the checkpoint are from steps about to be redone
-        _truncate_jsonl(member.folder / METRICS, start)
+        truncate_jsonl(member.folder / METRICS, start)
 
     last_ckpt = start if start else None
     train_time, steps_run = 0.0, 0
@@ -412,13 +411,10 @@ def _save_checkpoint(path: Path, members: list[_Member], step: int, fingerprint:
         "step": step,
         "members": [{"model": m.sae.state_dict(), "optimizer": m.optimizer.state_dict(),
                      "since_fired": m.since_fired} for m in members],
-        "rng": _rng_state(),
-        "config": fingerprint,
+                "config": fingerprint,
         "config_hash": run_hash,
     }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_checkpoint(path, state)
 
 
 def _load_checkpoint(path: Path, members: list[_Member], fingerprint: dict,
@@ -430,7 +426,7 @@ def _load_checkpoint(path: Path, members: list[_Member], fingerprint: dict,
         member.sae.load_state_dict(saved["model"])
         member.optimizer.load_state_dict(saved["optimizer"])
         member.since_fired.copy_(saved["since_fired"])
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     return state["step"]
 
 
@@ -455,42 +451,10 @@ def _check_fingerprint(state: dict, fingerprint: dict, run_hash: str, path: Path
     )
 
 
-def _rng_state() -> dict:
-    # Training draws no random numbers today (data order comes from the source's seed),
-    # but a checkpoint that restores them keeps resumption exact if that ever changes.
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        # tensors and tuples, so the file loads with weights_only=True
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), *rest))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _truncate_jsonl(path: Path, step: int) -> None:
-    """Keep only the lines of `path` with "step" <= `step` (and drop a half-written one)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line + "\n")
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    atomic_write_text(path, "".join(kept))
 
 
 __all__ = ["train_sae", "train_sweep", "SAETrainingDiverged", "lr_at", "penalty_at", "default_name"]

@@ -30,11 +30,9 @@ laptop, so on CPU bf16 is opt-in: `dtype="bfloat16"`, best with `compile=True`.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
-import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -50,7 +48,8 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, ModelConfig, TrainConfig, config_hash
 from .model import GPT, count_parameters, generate, save_model
-from .rundir import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .resume import save_checkpoint, set_rng_state, truncate_jsonl
+from .rundir import atomic_write_json
 from .shards import Shards, WindowSampler
 
 CHECKPOINT, METRICS, SAMPLES, SUMMARY = "checkpoint.pt", "metrics.jsonl", "samples.jsonl", "summary.json"
@@ -182,14 +181,14 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, shards: Shards, out_dir: Pa
         _check_fingerprint(state, fingerprint, run_hash, ckpt_path)
         raw.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         start_step = state["step"]
         summary_path = out_dir / SUMMARY
         if start_step >= cfg.max_steps and summary_path.exists():
             return json.loads(summary_path.read_text())
     if is_main:  # lines past the checkpoint are from steps about to be redone
-        _truncate_jsonl(out_dir / METRICS, start_step)
-        _truncate_jsonl(out_dir / SAMPLES, start_step)
+        truncate_jsonl(out_dir / METRICS, start_step)
+        truncate_jsonl(out_dir / SAMPLES, start_step)
 
     compiled = torch.compile(raw) if cfg.compile else raw
     model = compiled
@@ -338,13 +337,10 @@ def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": step,
-        "rng": _rng_state(),
-        "config": fingerprint,
+                "config": fingerprint,
         "config_hash": run_hash,
     }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_checkpoint(path, state)
 
 
 def _check_fingerprint(state: dict, fingerprint: dict, run_hash: str, path: Path) -> None:
@@ -366,26 +362,8 @@ def _check_fingerprint(state: dict, fingerprint: dict, run_hash: str, path: Path
     )
 
 
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        # stored as tensors and tuples so the file loads with weights_only=True
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _last_train_losses(path: Path, n: int) -> list[float]:
@@ -395,18 +373,6 @@ def _last_train_losses(path: Path, n: int) -> list[float]:
     return [r["train_loss"] for r in records]
 
 
-def _truncate_jsonl(path: Path, step: int) -> None:
-    """Keep only the lines of `path` with "step" <= `step` (and drop a half-written one)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line + "\n")
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    atomic_write_text(path, "".join(kept))
 
 
 # --- processes and devices ------------------------------------------------------------
