@@ -4,6 +4,8 @@
                    [--stages S1,S2] [--set stage.field=value ...] [--force]
     tinycourse status [--runs-dir DIR] [--name NAME]
     tinycourse storyworld [--n N] [--seed S]
+    tinycourse export-sae RUN_OR_PATH --format saelens OUT
+    tinycourse report [--runs-dir DIR] [--name NAME] [--out FILE] [--static]
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ def _parser() -> argparse.ArgumentParser:
     world = commands.add_parser("storyworld", help="print stories from the embedded generator")
     world.add_argument("--n", type=int, default=3)
     world.add_argument("--seed", type=int, default=0)
+
+    export = commands.add_parser("export-sae", help="write a trained SAE/transcoder in another library's format")
+    export.add_argument("source", metavar="RUN_OR_PATH",
+                        help="a run folder or name (uses its sae stage), a stage folder, or an SAE folder")
+    export.add_argument("out", metavar="OUT", type=Path, help="folder to write (created if missing)")
+    export.add_argument("--format", dest="fmt", default="saelens", choices=["saelens"],
+                        help="saelens: cfg.json + sae_weights.safetensors for SAE.load_from_disk")
+    export.add_argument("--runs-dir", type=Path, help="where to look up a run name")
+
+    report = commands.add_parser("report", help="write the run's self-contained HTML report and print headline figures")
+    report.add_argument("--runs-dir", type=Path)
+    report.add_argument("--name", default="tiny")
+    report.add_argument("--out", type=Path, help="default: runs/<name>/report/index.html")
+    report.add_argument("--static", action="store_true",
+                        help="no JavaScript: attention as a figure instead of CircuitsVis (a smaller page)")
     return parser
 
 
@@ -57,6 +74,12 @@ def _run(args: argparse.Namespace) -> None:
     print(f"tinycourse {cfg.preset}: run folder {run.root}")
     run.run(stages)
     print(f"finished in {time.time() - started:.1f}s; results in {run.root}")
+    page = run.stage_dir("report") / "index.html"
+    if (stages is None or "report" in stages) and page.exists():
+        from .report import format_headline, headline
+
+        print(f"report: {page}  (open it in a browser; it works offline)")
+        print(format_headline(headline(run.root)))
 
 
 def _status(args: argparse.Namespace) -> None:
@@ -80,10 +103,34 @@ def _storyworld(args: argparse.Namespace) -> None:
         print("<|endoftext|>")
 
 
+def _export_sae(args: argparse.Namespace) -> None:
+    from .export import export_sae
+
+    source = Path(args.source)
+    if not source.exists():  # a run name: look it up where runs live
+        named = Path(args.runs_dir or default_runs_dir()) / args.source
+        source = named if named.exists() else source
+    out = export_sae(source, args.out, args.fmt)
+    print(f"wrote {out} ({args.fmt}); load it with "
+          f"sae_lens.SAE.load_from_disk({str(out)!r})")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .report import format_headline, headline, write_report
+
+    root = Path(args.runs_dir or default_runs_dir()) / args.name
+    if not root.is_dir():
+        raise FileNotFoundError(f"no run named {args.name!r} in {root.parent}")
+    path = write_report(root, args.out or root / "report" / "index.html", interactive=not args.static)
+    print(f"report: {path}")
+    print(format_headline(headline(root)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"run": _run, "status": _status, "storyworld": _storyworld}[args.command](args)
+        {"run": _run, "status": _status, "storyworld": _storyworld,
+         "export-sae": _export_sae, "report": _report}[args.command](args)
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"tinycourse: error: {err}", file=sys.stderr)
         return 2

@@ -35,14 +35,23 @@ class Stage:
     reads: tuple[str, ...]  # parts of CourseConfig this stage depends on
     build: Callable[["Run", Path], dict]
     resumable: bool = False  # keeps its folder across a rebuild (checkpoints)
+    reads_all: bool = False  # reads every other finished stage (the report): they are its upstream
+
+    def upstream_of(self, run_dir: RunDir) -> tuple[str, ...]:
+        """The stages whose manifests this one records: `needs`, or for a `reads_all`
+        stage every other stage finished now, so it is stale once any of them changes."""
+        if not self.reads_all:
+            return self.needs
+        return tuple(s for s in STAGES if s != self.name and run_dir.manifest(s) is not None)
 
 
 STAGES: dict[str, Stage] = {}
 
 
-def stage(name: str, needs: tuple[str, ...], reads: tuple[str, ...], resumable: bool = False):
+def stage(name: str, needs: tuple[str, ...], reads: tuple[str, ...], resumable: bool = False,
+          reads_all: bool = False):
     def register(build: Callable[["Run", Path], dict]) -> Callable[["Run", Path], dict]:
-        STAGES[name] = Stage(name, needs, reads, build, resumable)
+        STAGES[name] = Stage(name, needs, reads, build, resumable, reads_all)
         return build
     return register
 
@@ -102,7 +111,7 @@ class Run:
         spec = STAGES[name]
         for need in spec.needs:
             self.ensure(need)
-        upstream = {need: self.dir.manifest_hash(need) for need in spec.needs}
+        upstream = {need: self.dir.manifest_hash(need) for need in spec.upstream_of(self.dir)}
         config = self.stage_config(name)
         digest = config_hash(config)
         forced = self.force is True or (isinstance(self.force, set) and name in self.force)
@@ -296,6 +305,15 @@ def build_sweep(run: Run, folder: Path) -> dict:
             "fve": ", ".join(f"{s['fve']:.3f}" for s in summaries)}
 
 
+@stage("report", needs=(), reads=(), reads_all=True)
+def build_report(run: Run, folder: Path) -> dict:
+    """One self-contained HTML page of whatever the run has built (see `report.py`)."""
+    from .report import headline, write_report
+
+    write_report(run.root, folder / "index.html", preset=run.cfg.preset)
+    return {k: v for k, v in headline(run.root).items() if k != "run"}
+
+
 def _device() -> str:
     import torch
 
@@ -311,7 +329,7 @@ def status(runs_dir: str | os.PathLike, name: str) -> list[dict]:
         if manifest is None:
             rows.append({"stage": stage_name, "state": "missing", "summary": {}})
             continue
-        current = {need: run_dir.manifest_hash(need) for need in spec.needs}
+        current = {need: run_dir.manifest_hash(need) for need in spec.upstream_of(run_dir)}
         state = "done" if manifest["upstream"] == current else "stale"
         rows.append({"stage": stage_name, "state": state, "summary": manifest["summary"],
                      "created": manifest["created"], "seconds": manifest.get("seconds")})
