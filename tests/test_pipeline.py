@@ -120,7 +120,8 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
         "train.checkpoint_every=10", "train.batch_size=8",
         "activations.n_tokens=3000", "activations.batch_size=16",
         "sae.d_sae=64", "sae.k=4", "sae.n_tokens=20000", "sae.batch_size=256",
-        "sae.checkpoint_every=40",
+        "sae.checkpoint_every=40", "sweep.values=2,8", "sweep.n_tokens=10000",
+        "eval.n_tokens=2000", "eval.batch_size=8",
     ])
     run = make_run(small, tmp_path)
     sae = run.sae()
@@ -133,6 +134,18 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     assert manifest["summary"]["fve"] > 0 and set(manifest["upstream"]) == {"activations"}
     lm_summary = json.loads((run.stage_dir("lm") / "manifest.json").read_text())["summary"]
     assert lm_summary["steps"] == 20 and lm_summary["tokens"] == 20 * 8 * 32
+
+    # the rest of the chain: sweep, held-out evaluation, the report
+    run.run()  # every stage, in order: sweep, eval, report
+    page = run.stage_dir("report") / "index.html"
+    metrics = json.loads((run.stage_dir("eval") / "metrics.json").read_text())
+    assert 0 < metrics["n_tokens"] <= 2000 and metrics["sparsity"]["l0_mean"] <= 4
+    assert metrics["spliced"]["ce_clean"] <= metrics["spliced"]["ce_zero_ablation"]
+    sweep = json.loads((run.stage_dir("eval") / "sweep.json").read_text())
+    assert all(r["l0"] <= k + 1e-6 for r, k in zip(sweep, (2, 8)))
+    assert [r["name"] for r in sweep] == ["topk_d64_k2", "topk_d64_k8"]
+    assert not (run.stage_dir("eval") / "ground_truth.json").exists()  # not storyworld
+    assert "Sparsity sweep" in page.read_text()
 
     # an SAE on a hook the store does not hold is refused with the fix in the message
     wrong = apply_overrides(small, ["sae.hook_in=blocks.0.hook_resid_post"])

@@ -21,8 +21,9 @@ SAE never saw). So all figures of one `evaluate` call are on the same `n_tokens`
                      than `dense_threshold` of them
     spliced          next-token cross-entropy (nats) with the activation at hook_out
                      left alone (clean), replaced by the reconstruction (spliced; a
-                     transcoder reads hook_in of the same forward pass), by zeros, or by
-                     its per-channel mean over the evaluation tokens;
+                     transcoder reads hook_in of the same input, which comes before
+                     hook_out and so is the same in every pass), by zeros, or by its
+                     per-channel mean over the evaluation tokens;
                      ce_loss_recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean)
                      (and the same with CE_mean); kl_spliced = KL(clean || spliced) of the
                      next-token distributions, mean over tokens
@@ -30,11 +31,14 @@ SAE never saw). So all figures of one `evaluate` call are on the same `n_tokens`
                      c = round(mean L0) coefficients per token (`LinearBaseline`,
                      `RandomDictionary`), fitted on training-split activations
 
-Passes over the data: a prefix pass (up to hook_out only) for the mean and the SAE's
-sparsity, one prefix pass over training windows to fit the baselines, then the main
-pass: per batch one clean forward (capturing hook_in and hook_out), every reconstruction
-computed once from what it captured, and one forward per intervention. The layers before
-the hook run again in each, which is cheap next to the bookkeeping it saves.
+Passes over the data. First, per batch: the clean forward (capturing hook_in, hook_out
+and the residual stream entering hook_out's block), the SAE's latents and reconstruction
+from what it captured, then the spliced and the zero-ablated forwards, each run only from
+hook_out's block on (the layers before it are the same in every intervention). The
+batches are kept. Then the baselines are fitted (a pass up to hook_out over training
+windows: their size depends on the SAE's mean L0), and a second pass over the kept
+batches runs the interventions that needed the first pass complete: the mean ablation
+and the baselines spliced in.
 
 `evaluate` returns JSON-ready data for the report; `latent_densities` gives the
 per-latent densities (too long for the JSON) for notebooks; `sweep_rows` measures several
@@ -45,8 +49,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -63,10 +69,6 @@ FIT_SEED = 1  # ... and the training windows the baselines are fitted on
 RANDOM_DICT_SEED = 0
 LOG10_BIN = 0.1  # width of the log10-density histogram's bins (decades / 10)
 MAX_L0_BINS = 128  # L0 histograms keep one bin per value up to this many values
-
-# x_in (n, d_in) -> reconstruction of the target (n, d_out); it never sees the target
-Reconstructor = Callable[[Tensor], Tensor]
-
 
 # --- the tokens ------------------------------------------------------------------------
 
@@ -130,22 +132,11 @@ def _hooks_of(model, sae: SparseAutoencoder) -> tuple[str, str]:
     return hook_in, hook_out
 
 
-def _capture(model, tokens: Tensor, hook_in: str, hook_out: str, *, full: bool
-             ) -> tuple[Tensor | None, Tensor, Tensor]:
-    """Run `tokens` (B, T); return (logits or None, x_in (B, T, d_in), y (B, T, d_out)).
-    `full=False` stops once hook_out is reached (no logits)."""
-    if not full:
-        _, cache = model.run_with_cache(tokens, names=list(dict.fromkeys([hook_in, hook_out])),
-                                        stop_at_layer="auto")
-        return None, cache[hook_in].flatten(2), cache[hook_out].flatten(2)
-    cache: dict[str, Tensor] = {}
-
-    def grab(act: Tensor, hook) -> None:
-        cache[hook.name] = act
-
-    with model.hooks([(name, grab) for name in dict.fromkeys([hook_in, hook_out])]):
-        logits = model(tokens)
-    return logits, cache[hook_in].flatten(2), cache[hook_out].flatten(2)
+def _prefix(model, tokens: Tensor, hook_in: str, hook_out: str) -> tuple[Tensor, Tensor]:
+    """Run `tokens` (B, T) up to hook_out only: (x_in (B, T, d_in), y (B, T, d_out))."""
+    _, cache = model.run_with_cache(tokens, names=list(dict.fromkeys([hook_in, hook_out])),
+                                    stop_at_layer="auto")
+    return cache[hook_in].flatten(2), cache[hook_out].flatten(2)
 
 
 def _check_widths(sae: SparseAutoencoder, x: Tensor, y: Tensor, hook_in: str, hook_out: str) -> None:
@@ -177,8 +168,10 @@ class LinearBaseline:
             ridge = 1e-8 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
             self.B = torch.linalg.solve(gram + ridge, xc.T @ yc)  # (d_in, d_out)
             yc = xc @ self.B
-        _, vectors = torch.linalg.eigh(yc.T @ yc)  # ascending eigenvalues
-        self.components = vectors.flip(1)[:, :n_components].contiguous()  # (d_out, c)
+        # the covariance is symmetric PSD, so its SVD is its eigendecomposition, sorted
+        # (and LAPACK's SVD is much faster than its eigh here)
+        vectors, _, _ = torch.linalg.svd(yc.T @ yc)
+        self.components = vectors[:, :n_components].contiguous()  # (d_out, c)
 
     def scores(self, x_in: Tensor) -> Tensor:
         """The c coefficients: (n, d_in) -> (n, c)."""
@@ -230,22 +223,24 @@ class RandomDictionary:
         indices = pre.abs().topk(self.k, dim=-1).indices
         if not self.same_space:
             return indices, pre.gather(1, indices)
-        atoms = self.directions[indices].double()  # (n, k, d)
-        gram = atoms @ atoms.transpose(1, 2)  # (n, k, k)
-        gram += 1e-10 * torch.eye(self.k, dtype=gram.dtype, device=gram.device)
+        # float64: the chosen atoms all lean toward x, so they are far from orthogonal
+        # (condition numbers of 1e4 are common) and float32 normal equations lose it
+        atoms = self.directions.double()[indices]  # (n, k, d)
+        gram = atoms @ atoms.transpose(1, 2)  # (n, k, k), invertible: k <= d distinct directions
         coef = torch.linalg.solve(gram, atoms @ xc.double().unsqueeze(-1)).squeeze(-1)
-        return indices, coef.to(x_in.dtype)
+        return indices, coef  # float64: large coefficients that cancel, summed in __call__
 
     def encode(self, x_in: Tensor) -> Tensor:
         """(n, d_in) -> signed codes (n, d_sae), k nonzero per row."""
         indices, coef = self._support(x_in)
         return torch.zeros(len(x_in), len(self.directions), dtype=x_in.dtype,
-                           device=x_in.device).scatter(1, indices, coef)
+                           device=x_in.device).scatter(1, indices, coef.to(x_in.dtype))
 
     def __call__(self, x_in: Tensor) -> Tensor:
         """(n, d_in) -> (n, d_out)"""
         indices, coef = self._support(x_in)
-        return self.y_mean + torch.einsum("nk,nkd->nd", coef, self.decoder[indices])
+        atoms = self.decoder[indices].to(coef.dtype)  # (n, k, d_out)
+        return self.y_mean + torch.einsum("nk,nkd->nd", coef, atoms).to(x_in.dtype)
 
 
 def fit_baselines(model, sae: SparseAutoencoder, shards: Shards, cfg: EvalConfig, n_components: int,
@@ -258,7 +253,7 @@ def fit_baselines(model, sae: SparseAutoencoder, shards: Shards, cfg: EvalConfig
                            seed=FIT_SEED)
     xs, ys = [], []
     for tokens, _, keep in _batches(windows, cfg.batch_size, device, start_id):
-        _, x, y = _capture(model, tokens, hook_in, hook_out, full=False)
+        x, y = _prefix(model, tokens, hook_in, hook_out)
         xs.append(x[keep].float())
         ys.append(y[keep].float())
     x_in, y = torch.cat(xs), torch.cat(ys)
@@ -270,79 +265,170 @@ def fit_baselines(model, sae: SparseAutoencoder, shards: Shards, cfg: EvalConfig
 
 # --- the passes ------------------------------------------------------------------------------
 
+@dataclass
+class _Batch:
+    """One batch of evaluation windows after its clean forward pass (kept for the later
+    interventions, so the clean pass runs once)."""
+
+    tokens: Tensor  # (B, T) int64
+    target: Tensor  # (n,) next tokens at the counted positions
+    keep: Tensor  # (B, T) bool: the counted positions (n of them)
+    x: Tensor  # (n, d_in) hook_in at the counted positions
+    y: Tensor  # (B, T, d_out) hook_out everywhere (head dims flattened)
+    resid: Tensor | None  # (B, T, d_model) entering the block that holds hook_out
+
+
+class _Splicer:
+    """Runs the model with the activation at hook_out replaced. Everything before the
+    block holding hook_out is the same in every intervention, so the clean pass caches
+    the residual stream entering that block and interventions run from there (hooks
+    outside the blocks, like hook_embed, fall back to the full forward)."""
+
+    def __init__(self, model, hook_in: str, hook_out: str):
+        self.model, self.hook_in, self.hook_out = model, hook_in, hook_out
+        found = re.match(r"blocks\.(\d+)\.", hook_out)
+        self.layer = int(found.group(1)) if found else None
+        self.resid_name = f"blocks.{self.layer}.hook_resid_pre" if found else None
+
+    def clean(self, tokens: Tensor, targets: Tensor, keep: Tensor) -> tuple[_Batch, Tensor]:
+        """The clean forward: (its _Batch, log-probs at the counted positions (n, d_vocab))."""
+        cache: dict[str, Tensor] = {}
+
+        def grab(act: Tensor, hook) -> None:
+            cache[hook.name] = act
+
+        names = dict.fromkeys(filter(None, [self.resid_name, self.hook_in, self.hook_out]))
+        with self.model.hooks([(name, grab) for name in names]):
+            logits = self.model(tokens)
+        batch = _Batch(tokens, targets[keep], keep, cache[self.hook_in].flatten(2)[keep].float(),
+                       cache[self.hook_out].flatten(2), cache.get(self.resid_name))
+        return batch, logits[keep].float().log_softmax(-1)
+
+    def log_probs(self, batch: _Batch, values: Tensor) -> Tensor:
+        """Log-probs (n, d_vocab) at the counted positions with hook_out's activation
+        there replaced by `values` (n, d_out); other positions keep the clean one."""
+        full = batch.y.clone()
+        full[batch.keep] = values.to(full.dtype)
+
+        def replace(act: Tensor, hook) -> Tensor:
+            return full.view_as(act)
+
+        with self.model.hooks([(self.hook_out, replace)]):
+            if self.layer is None:
+                logits = self.model(batch.tokens)
+            else:
+                resid = batch.resid
+                for block in self.model.blocks[self.layer:]:
+                    resid = block(resid)
+                logits = self.model.unembed(self.model.ln_final(resid))
+        return logits[batch.keep].float().log_softmax(-1)
+
+
+class _Tally:
+    """Float64 sums over the counted tokens: the target's moments, each reconstruction's
+    squared error (per channel) and cosine, each intervention's CE and KL."""
+
+    def __init__(self) -> None:
+        self.n, self.y_sum, self.y_sq = 0, 0.0, 0.0
+        self.ce: dict[str, Tensor] = {}
+        self.kl: dict[str, Tensor] = {}
+        self.sse: dict[str, Tensor] = {}
+        self.cos: dict[str, Tensor] = {}
+
+    @staticmethod
+    def _add(table: dict, key: str, value: Tensor) -> None:
+        value = value.double().cpu()
+        table[key] = table[key] + value if key in table else value
+
+    def target(self, y: Tensor) -> None:
+        """y (n, d_out) at the counted positions."""
+        self.n += len(y)
+        self.y_sum = self.y_sum + y.sum(0, dtype=torch.float64).cpu()
+        self.y_sq = self.y_sq + y.pow(2).sum(0, dtype=torch.float64).cpu()
+
+    def reconstruction(self, name: str, y_hat: Tensor, y: Tensor) -> None:
+        """y_hat, y (n, d_out)"""
+        self._add(self.sse, name, (y - y_hat).pow(2).sum(0, dtype=torch.float64))
+        cos = (y_hat * y).sum(-1) / (y_hat.norm(dim=-1) * y.norm(dim=-1)).clamp_min(1e-12)
+        self._add(self.cos, name, cos.sum(dtype=torch.float64))
+
+    def loss(self, name: str, lp: Tensor, target: Tensor, lp_clean: Tensor | None = None) -> None:
+        """lp (n, d_vocab) log-probs; with lp_clean, also KL(clean || this)."""
+        self._add(self.ce, name, -lp.gather(1, target[:, None]).sum(dtype=torch.float64))
+        if lp_clean is not None:
+            kl = (lp_clean.exp() * (lp_clean - lp)).sum(dtype=torch.float64)
+            self._add(self.kl, name, kl)
+
+    @property
+    def mean(self) -> Tensor:
+        return (self.y_sum / self.n).float()
+
+    @property
+    def sst(self) -> Tensor:
+        """(d_out,) sum of squares around the per-channel mean."""
+        return (self.y_sq - self.y_sum.pow(2) / self.n).clamp_min(0.0)
+
+    def fve(self, name: str) -> float | None:
+        return _fve(self.sse[name], self.sst)
+
+    def ce_mean(self, name: str) -> float:
+        return float(self.ce[name] / self.n)
+
+    def recovered(self, name: str, ablation: str = "zero") -> float | None:
+        ce = {k: self.ce_mean(k) for k in (name, ablation, "clean")}
+        return _ratio(ce[ablation] - ce[name], ce[ablation] - ce["clean"])
+
+
+class _Sparsity:
+    """How often each latent fires (d_sae,) and how many tokens have each L0."""
+
+    def __init__(self, d_sae: int):
+        self.fires = torch.zeros(d_sae, dtype=torch.float64)
+        self.l0_counts = torch.zeros(d_sae + 1, dtype=torch.float64)
+        self.n = 0
+
+    def add(self, latents: Tensor) -> None:
+        """latents (n, d_sae)"""
+        active = latents > 0
+        self.fires += active.sum(0).double().cpu()
+        self.l0_counts += torch.bincount(active.sum(1), minlength=len(self.l0_counts)).double().cpu()
+        self.n += len(latents)
+
+    @property
+    def l0_mean(self) -> float:
+        return float((self.l0_counts * torch.arange(len(self.l0_counts))).sum() / self.n)
+
+    @property
+    def density(self) -> Tensor:
+        return self.fires / self.n
+
+
 @torch.no_grad()
-def _prefix_pass(model, saes: Mapping[str, SparseAutoencoder], hook_in: str, hook_out: str,
-                 windows: np.ndarray, batch_size: int, device: torch.device,
-                 start_id: int | None) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]], int]:
-    """Up to hook_out only: the target's per-channel mean (d_out,) and, per SAE, how often
-    each latent fires (d_sae,) and how many tokens have each L0 (max L0 + 1,)."""
-    total, n = None, 0
-    fires = {name: torch.zeros(s.d_sae, dtype=torch.float64, device=device) for name, s in saes.items()}
-    l0_counts = {name: torch.zeros(s.d_sae + 1, dtype=torch.float64, device=device) for name, s in saes.items()}
-    for tokens, _, keep in _batches(windows, batch_size, device, start_id):
-        _, x, y = _capture(model, tokens, hook_in, hook_out, full=False)
-        x, y = x[keep].float(), y[keep].float()
-        for sae in saes.values():
-            _check_widths(sae, x, y, hook_in, hook_out)
-        total = y.double().sum(0) + (0 if total is None else total)
-        n += len(y)
-        for name, sae in saes.items():
-            active = sae.encode(x) > 0  # (n, d_sae)
-            fires[name] += active.sum(0)
-            l0_counts[name] += torch.bincount(active.sum(1), minlength=sae.d_sae + 1)
-    stats = {name: (fires[name].cpu(), _trim(l0_counts[name].cpu())) for name in saes}
-    return (total / n).float(), stats, n
-
-
-def _trim(counts: Tensor) -> Tensor:
-    nonzero = torch.nonzero(counts)
-    return counts[: int(nonzero.max()) + 1] if len(nonzero) else counts[:1]
-
-
-@torch.no_grad()
-def _splice_pass(model, recons: Mapping[str, Reconstructor], hook_in: str, hook_out: str,
-                 windows: np.ndarray, mean: Tensor, batch_size: int, device: torch.device,
-                 start_id: int | None, progress: bool) -> dict:
-    """The main pass. Per batch: one clean forward capturing x_in and y; each
-    reconstructor applied once; then one forward per intervention (every reconstructor,
-    zeros, the mean) with hook_out replaced at the counted positions. Returns float64
-    sums: sse (per reconstructor, (d_out,)), cos, sst (d_out,), ce (per intervention and
-    "clean"), kl (per reconstructor), n."""
-    sums: dict = {"sse": {}, "cos": {}, "ce": {}, "kl": {}, "sst": 0.0, "n": 0}
-    mean = mean.to(device)
+def _clean_and_spliced(model, saes: Mapping[str, SparseAutoencoder], hook_in: str, hook_out: str,
+                       windows: np.ndarray, batch_size: int, device: torch.device,
+                       start_id: int | None, progress: bool
+                       ) -> tuple[_Splicer, _Tally, dict[str, _Sparsity], list[_Batch]]:
+    """The first pass: per batch the clean forward, then each SAE spliced in and the
+    zero ablation. Returns the tallies and the batches, for interventions that need the
+    whole pass first (the mean ablation, baselines sized by the SAE's L0)."""
+    splicer, tally = _Splicer(model, hook_in, hook_out), _Tally()
+    sparsity = {name: _Sparsity(s.d_sae) for name, s in saes.items()}
+    batches = []
     for tokens, targets, keep in _batches(windows, batch_size, device, start_id, progress, "eval"):
-        logits, x, y = _capture(model, tokens, hook_in, hook_out, full=True)
-        target = targets[keep]
-        lp_clean = logits[keep].float().log_softmax(-1)  # (n, d_vocab)
-        _add(sums["ce"], "clean", -lp_clean.gather(1, target[:, None]).sum())
-        x_k, y_k = x[keep].float(), y[keep].float()
-        sums["sst"] = sums["sst"] + (y_k - mean).double().pow(2).sum(0)
-        sums["n"] += len(y_k)
-        replacements = {"zero": torch.zeros_like(y_k), "mean": mean.expand_as(y_k)}
-        for name, fn in recons.items():
-            y_hat = fn(x_k).float()
-            replacements[name] = y_hat
-            _add(sums["sse"], name, (y_k - y_hat).double().pow(2).sum(0))
-            _add(sums["cos"], name, F.cosine_similarity(y_hat, y_k, dim=-1).double().sum())
-        for name, values in replacements.items():
-            full = y.clone()
-            full[keep] = values.to(full.dtype)
-
-            def replace(act: Tensor, hook, full=full) -> Tensor:
-                return full.view_as(act)
-
-            with model.hooks([(hook_out, replace)]):
-                lp = model(tokens)[keep].float().log_softmax(-1)
-            _add(sums["ce"], name, -lp.gather(1, target[:, None]).sum())
-            if name in recons:
-                kl = (lp_clean.exp() * (lp_clean - lp)).sum()
-                _add(sums["kl"], name, kl)
-    return sums
-
-
-def _add(table: dict, key: str, value: Tensor) -> None:
-    value = value.double().cpu()
-    table[key] = table[key] + value if key in table else value
+        batch, lp_clean = splicer.clean(tokens, targets, keep)
+        y = batch.y[keep].float()
+        for sae in saes.values():
+            _check_widths(sae, batch.x, y, hook_in, hook_out)
+        tally.target(y)
+        tally.loss("clean", lp_clean, batch.target)
+        for name, sae in saes.items():
+            out = sae(batch.x)
+            sparsity[name].add(out.latents)
+            tally.reconstruction(name, out.reconstruction, y)
+            tally.loss(name, splicer.log_probs(batch, out.reconstruction), batch.target, lp_clean)
+        tally.loss("zero", splicer.log_probs(batch, torch.zeros_like(y)), batch.target)
+        batches.append(batch)
+    return splicer, tally, sparsity, batches
 
 
 # --- the public entry points -----------------------------------------------------------------
@@ -389,8 +475,11 @@ def _fve(sse: Tensor, sst: Tensor) -> float | None:
     return _float(1 - sse.sum() / sst.sum()) if sst.sum() > 0 else None
 
 
-def _recovered(ce: dict, name: str, ablation: str) -> float | None:
-    return _ratio(float(ce[ablation] - ce[name]), float(ce[ablation] - ce["clean"]))
+def _hooks_and_windows(model, sae, shards: Shards, cfg: EvalConfig, exclude_start: bool):
+    hook_in, hook_out = _hooks_of(model, sae)
+    start_id = shards.start_id if exclude_start else None
+    windows = eval_windows(shards, "val", cfg.n_tokens, model.cfg.n_ctx, start_id=start_id)
+    return hook_in, hook_out, start_id, windows
 
 
 @torch.no_grad()
@@ -399,55 +488,59 @@ def evaluate(model, sae: SparseAutoencoder, shards: Shards, cfg: EvalConfig, *,
              exclude_start: bool = True) -> dict:
     """Measure `sae` (an SAE or a transcoder) on `cfg.n_tokens` validation tokens.
 
-    Returns JSON-ready data (layout in the module docstring and the report's reader):
-    {"n_tokens", "hook_in", "hook_out", "kind", "d_sae", "reconstruction": {...},
-     "sparsity": {...}, "spliced": {...}, "baselines": [{"name", "coefficients", "fve",
-     "ce_loss_recovered"}, ...]}. Every figure is on the same `n_tokens` tokens
-    (validation positions not holding the start token when `exclude_start`); the
-    baselines are fitted on as many training-split tokens. A ratio whose denominator
-    is 0 is None."""
+    Returns JSON-ready data: {"n_tokens", "hook_in", "hook_out", "kind", "d_sae",
+    "reconstruction": {"mse", "nmse", "fve", "cosine", "fve_per_channel"},
+    "sparsity": {"l0_mean", "l0_hist", "dead_fraction", "dense_fraction",
+    "density_log10_hist", "n_dead", "n_dense"}, "spliced": {"ce_clean", "ce_spliced",
+    "ce_zero_ablation", "ce_mean_ablation", "ce_loss_recovered",
+    "ce_loss_recovered_vs_mean", "kl_spliced"}, "baselines": [{"name", "coefficients",
+    "fve", "ce_loss_recovered"}, ...]} (histograms are {"counts", "edges"}, numpy's
+    convention: len(edges) = len(counts) + 1; l0_hist's bins are [v, v + 1)).
+    Every figure is on the same `n_tokens` tokens (validation positions not holding the
+    start token when `exclude_start`); the baselines are fitted on as many training-split
+    tokens. A ratio whose denominator is 0 is None, as is a channel's FVE when the
+    channel is constant."""
     device = _device(model, device)
     sae = sae.to(device)
-    hook_in, hook_out = _hooks_of(model, sae)
-    start_id = shards.start_id if exclude_start else None
-    windows = eval_windows(shards, "val", cfg.n_tokens, model.cfg.n_ctx, start_id=start_id)
+    hook_in, hook_out, start_id, windows = _hooks_and_windows(model, sae, shards, cfg, exclude_start)
     with _eval_mode(model, sae):
-        mean, stats, n = _prefix_pass(model, {"sae": sae}, hook_in, hook_out, windows,
-                                      cfg.batch_size, device, start_id)
-        fires, l0_counts = stats["sae"]
-        l0_mean = float((l0_counts * torch.arange(len(l0_counts))).sum() / n)
-        coefficients = max(1, round(l0_mean))
+        splicer, tally, sparsity, batches = _clean_and_spliced(
+            model, {"sae": sae}, hook_in, hook_out, windows, cfg.batch_size, device, start_id,
+            progress)
+        l0 = sparsity["sae"]
+        coefficients = max(1, round(l0.l0_mean))
         baselines = fit_baselines(model, sae, shards, cfg, coefficients, device=device,
                                   start_id=start_id)
-        recons = {"sae": lambda x: sae(x).reconstruction, **baselines}
-        sums = _splice_pass(model, recons, hook_in, hook_out, windows, mean, cfg.batch_size,
-                            device, start_id, progress)
-    assert sums["n"] == n, "the two passes saw different tokens"
-    ce = {name: float(v / n) for name, v in sums["ce"].items()}
-    sse, sst = sums["sse"]["sae"], sums["sst"]
-    density = fires / n
+        mean = tally.mean.to(device)
+        for batch in tqdm(batches, desc="eval: ablations", disable=not progress, leave=False):
+            tally.loss("mean", splicer.log_probs(batch, mean.expand(len(batch.x), -1)), batch.target)
+            y = batch.y[batch.keep].float()
+            for name, base in baselines.items():
+                y_hat = base(batch.x)
+                tally.reconstruction(name, y_hat, y)
+                tally.loss(name, splicer.log_probs(batch, y_hat), batch.target)
+    n, sse, sst = tally.n, tally.sse["sae"], tally.sst
+    density = l0.density
     dead, dense = density == 0, density > cfg.dense_threshold
-    baseline_rows = [{"name": "sae", "coefficients": coefficients, "fve": _fve(sse, sst),
-                      "ce_loss_recovered": _recovered(ce, "sae", "zero")}]
+    rows = [{"name": "sae", "coefficients": coefficients, "fve": tally.fve("sae"),
+             "ce_loss_recovered": tally.recovered("sae")}]
     for name, base in baselines.items():
         used = base.components.shape[1] if name == "pca" else base.k
-        baseline_rows.append({"name": name, "coefficients": int(used),
-                              "fve": _fve(sums["sse"][name], sst),
-                              "ce_loss_recovered": _recovered(ce, name, "zero")})
+        rows.append({"name": name, "coefficients": int(used), "fve": tally.fve(name),
+                     "ce_loss_recovered": tally.recovered(name)})
     return {
         "n_tokens": n, "hook_in": hook_in, "hook_out": hook_out, "kind": sae.cfg.kind,
         "d_sae": sae.d_sae,
         "reconstruction": {
             "mse": _float(sse.sum() / n),
             "nmse": _ratio(float(sse.sum()), float(sst.sum())),
-            "fve": _fve(sse, sst),
-            "cosine": _float(sums["cos"]["sae"] / n),
-            "fve_per_channel": [_ratio(float(a), float(b)) if b > 0 else None
-                                for a, b in zip(sst - sse, sst)],
+            "fve": tally.fve("sae"),
+            "cosine": _float(tally.cos["sae"] / n),
+            "fve_per_channel": [_ratio(float(b - a), float(b)) for a, b in zip(sse, sst)],
         },
         "sparsity": {
-            "l0_mean": l0_mean,
-            "l0_hist": _integer_hist(l0_counts),
+            "l0_mean": l0.l0_mean,
+            "l0_hist": _integer_hist(_trim(l0.l0_counts)),
             "dead_fraction": float(dead.double().mean()),
             "dense_fraction": float(dense.double().mean()),
             "density_log10_hist": _density_hist(density, n),
@@ -455,33 +548,39 @@ def evaluate(model, sae: SparseAutoencoder, shards: Shards, cfg: EvalConfig, *,
             "n_dense": int(dense.sum()),
         },
         "spliced": {
-            "ce_clean": ce["clean"],
-            "ce_spliced": ce["sae"],
-            "ce_zero_ablation": ce["zero"],
-            "ce_mean_ablation": ce["mean"],
-            "ce_loss_recovered": _recovered(ce, "sae", "zero"),
-            "ce_loss_recovered_vs_mean": _recovered(ce, "sae", "mean"),
-            "kl_spliced": _float(sums["kl"]["sae"] / n),
+            "ce_clean": tally.ce_mean("clean"),
+            "ce_spliced": tally.ce_mean("sae"),
+            "ce_zero_ablation": tally.ce_mean("zero"),
+            "ce_mean_ablation": tally.ce_mean("mean"),
+            "ce_loss_recovered": tally.recovered("sae", "zero"),
+            "ce_loss_recovered_vs_mean": tally.recovered("sae", "mean"),
+            "kl_spliced": _float(tally.kl["sae"] / n),
         },
-        "baselines": baseline_rows,
+        "baselines": rows,
     }
+
+
+def _trim(counts: Tensor) -> Tensor:
+    """Drop the trailing zero counts (values no token reached)."""
+    nonzero = torch.nonzero(counts)
+    return counts[: int(nonzero.max()) + 1] if len(nonzero) else counts[:1]
 
 
 @torch.no_grad()
 def latent_densities(model, sae: SparseAutoencoder, shards: Shards, cfg: EvalConfig, *,
                      device: str | torch.device | None = None,
                      exclude_start: bool = True) -> np.ndarray:
-    """Each latent's firing density on the same tokens `evaluate` uses: (d_sae,) float64,
-    the share of tokens it is active on (0 = dead). A prefix pass only: cheap."""
+    """Each latent's firing density on the tokens `evaluate` uses: (d_sae,) float64, the
+    share of them it is active on (0 = dead). Runs the model only up to the hook."""
     device = _device(model, device)
     sae = sae.to(device)
-    hook_in, hook_out = _hooks_of(model, sae)
-    start_id = shards.start_id if exclude_start else None
-    windows = eval_windows(shards, "val", cfg.n_tokens, model.cfg.n_ctx, start_id=start_id)
+    hook_in, hook_out, start_id, windows = _hooks_and_windows(model, sae, shards, cfg, exclude_start)
+    sparsity = _Sparsity(sae.d_sae)
     with _eval_mode(model, sae):
-        _, stats, n = _prefix_pass(model, {"sae": sae}, hook_in, hook_out, windows,
-                                   cfg.batch_size, device, start_id)
-    return (stats["sae"][0] / n).numpy()
+        for tokens, _, keep in _batches(windows, cfg.batch_size, device, start_id):
+            x, _ = _prefix(model, tokens, hook_in, hook_out)
+            sparsity.add(sae.encode(x[keep].float()))
+    return sparsity.density.numpy()
 
 
 @torch.no_grad()
@@ -490,30 +589,23 @@ def sweep_rows(model, saes: Mapping[str, SparseAutoencoder], shards: Shards, cfg
                exclude_start: bool = True) -> list[dict]:
     """Rows {"name", "l0", "fve", "ce_loss_recovered", "kl", "n_tokens"} for a Pareto
     plot of several SAEs (e.g. the folders `sae_train.train_sweep` wrote, loaded with
-    `load_sae`), in the order given. SAEs reading the same hooks share one pass: the clean
-    and ablated forwards run once for all of them."""
+    `load_sae`), in the order given; CE recovered is relative to zero ablation. SAEs
+    reading the same hooks share one pass: the clean and zero-ablated forwards run once."""
     device = _device(model, device)
-    start_id = shards.start_id if exclude_start else None
-    windows = eval_windows(shards, "val", cfg.n_tokens, model.cfg.n_ctx, start_id=start_id)
     groups: dict[tuple[str, str], dict[str, SparseAutoencoder]] = {}
     for name, sae in saes.items():
         groups.setdefault(_hooks_of(model, sae), {})[name] = sae.to(device)
+    start_id = shards.start_id if exclude_start else None
+    windows = eval_windows(shards, "val", cfg.n_tokens, model.cfg.n_ctx, start_id=start_id)
     rows = {}
     for (hook_in, hook_out), members in groups.items():
         with _eval_mode(model, *members.values()):
-            mean, stats, n = _prefix_pass(model, members, hook_in, hook_out, windows,
-                                          cfg.batch_size, device, start_id)
-            recons = {name: (lambda x, s=s: s(x).reconstruction) for name, s in members.items()}
-            sums = _splice_pass(model, recons, hook_in, hook_out, windows, mean, cfg.batch_size,
-                                device, start_id, progress)
-        ce = {name: float(v / n) for name, v in sums["ce"].items()}
+            _, tally, sparsity, _ = _clean_and_spliced(model, members, hook_in, hook_out, windows,
+                                                      cfg.batch_size, device, start_id, progress)
         for name in members:
-            l0_counts = stats[name][1]
-            rows[name] = {"name": name,
-                          "l0": float((l0_counts * torch.arange(len(l0_counts))).sum() / n),
-                          "fve": _fve(sums["sse"][name], sums["sst"]),
-                          "ce_loss_recovered": _recovered(ce, name, "zero"),
-                          "kl": _float(sums["kl"][name] / n), "n_tokens": n}
+            rows[name] = {"name": name, "l0": sparsity[name].l0_mean, "fve": tally.fve(name),
+                          "ce_loss_recovered": tally.recovered(name),
+                          "kl": _float(tally.kl[name] / tally.n), "n_tokens": tally.n}
     return [rows[name] for name in saes]
 
 
@@ -525,5 +617,13 @@ def pareto_front(rows: list[dict], x: str = "l0", y: str = "fve") -> list[str]:
     return [r["name"] for r in sorted(front, key=lambda r: r[x])]
 
 
-__all__ = ["evaluate", "latent_densities", "sweep_rows", "pareto_front", "eval_windows",
-           "fit_baselines", "LinearBaseline", "RandomDictionary"]
+__all__ = [
+    "LinearBaseline",
+    "RandomDictionary",
+    "eval_windows",
+    "evaluate",
+    "fit_baselines",
+    "latent_densities",
+    "pareto_front",
+    "sweep_rows",
+]

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import __version__
 from .config import ConfigError, CourseConfig, config_hash
 from .data import iter_stories, source_fingerprint
-from .rundir import RunDir, atomic_write_json
+from .rundir import RunDir, atomic_write_bytes, atomic_write_json
 from .shards import Shards, token_dtype, write_split
 from .tokenizer import (BPETokenizer, RemapTokenizer, build_remap, load_base_tokenizer,
                         load_tokenizer, train_bpe, unk_rates)
@@ -303,6 +303,56 @@ def build_sweep(run: Run, folder: Path) -> dict:
     return {"members": len(cfgs), "swept": SWEPT_FIELD[sae.kind],
             "l0": ", ".join(f"{s['l0']:.1f}" for s in summaries),
             "fve": ", ".join(f"{s['fve']:.3f}" for s in summaries)}
+
+
+@stage("eval", needs=("shards", "lm", "sae", "sweep"), reads=("eval",))
+def build_eval(run: Run, folder: Path) -> dict:
+    """Held-out metrics of the `sae` stage's SAE/transcoder (metrics.json), each latent's
+    firing density (latent_density.npy), and, on storyworld, how well its latents recover
+    the generator's labelled variables on stories the corpus never held (ground_truth.json)."""
+    import io
+
+    import numpy as np
+
+    from .metrics import evaluate, latent_densities
+    from .model import load_model
+    from .sae import load_sae
+
+    device = _device()
+    model = load_model(run.stage_dir("lm"), device=device)
+    sae = load_sae(run.stage_dir("sae"), device=device)
+    shards = Shards.open(run.stage_dir("shards"))
+    cfg = run.cfg.eval
+    # the tokens the SAE was trained on decide which positions count (see metrics)
+    exclude_start = run.cfg.activations.exclude_start
+    metrics = evaluate(model, sae, shards, cfg, device=device, exclude_start=exclude_start)
+    atomic_write_json(folder / "metrics.json", metrics)
+    density = latent_densities(model, sae, shards, cfg, device=device, exclude_start=exclude_start)
+    buffer = io.BytesIO()
+    np.save(buffer, density)
+    atomic_write_bytes(folder / "latent_density.npy", buffer.getvalue())
+    spliced = metrics["spliced"]
+    summary = {"fve": metrics["reconstruction"]["fve"], "l0": metrics["sparsity"]["l0_mean"],
+               "ce_loss_recovered": spliced["ce_loss_recovered"], "kl": spliced["kl_spliced"],
+               "dead_fraction": metrics["sparsity"]["dead_fraction"],
+               "n_tokens": metrics["n_tokens"]}
+    # the sweep's members on the same held-out tokens: the Pareto plot's points
+    from .metrics import sweep_rows
+
+    members = {p.parent.name: load_sae(p.parent, device=device)
+               for p in sorted(run.stage_dir("sweep").glob("*/cfg.json"))}
+    rows = sweep_rows(model, members, shards, cfg, device=device, exclude_start=exclude_start)
+    atomic_write_json(folder / "sweep.json", rows)
+    if run.cfg.data.source == "storyworld":
+        from .groundtruth import ground_truth_recovery
+
+        # stories from index max_stories on: drawn like the corpus, never in it
+        truth = ground_truth_recovery(model, sae, load_tokenizer(run.stage_dir("tokenizer")), cfg,
+                                      data_seed=run.cfg.data.seed,
+                                      first_index=run.cfg.data.max_stories, device=device)
+        atomic_write_json(folder / "ground_truth.json", truth)
+        summary.update({f"ground_truth_auroc_{k}": v for k, v in truth["mean"].items()})
+    return summary
 
 
 @stage("report", needs=(), reads=(), reads_all=True)

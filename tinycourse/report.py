@@ -545,11 +545,19 @@ def _sweep_section(root: Path, manifests: dict) -> str | None:
         members.append({**summary, "sparsity": cfg.get("sparsity", {}), "d_sae": cfg.get("d_sae")})
     if not members:
         return _section("sweep", "Sparsity sweep", _kv(list(manifests["sweep"]["summary"].items())))
+    # held-out figures from the eval stage, when it has run, replace the training ones
+    held_out = {r["name"]: r for r in (_json(root / "eval" / "sweep.json") or [])}
+    for m in members:
+        if m.get("name") in held_out:
+            m.update({k: held_out[m["name"]][k] for k in ("l0", "fve", "ce_loss_recovered")})
     members.sort(key=lambda m: m.get("l0") or 0)
     swept = manifests["sweep"]["summary"].get("swept")
     rows = [[m.get("name"), _fmt(m["sparsity"].get(swept)) if swept else "", m.get("l0"), m.get("fve"),
-             m.get("dead_fraction"), m.get("tokens")] for m in members]
-    body = _table(rows, ["SAE", swept or "setting", "L0", "FVE", "dead fraction", "training tokens"])
+             m.get("ce_loss_recovered"), m.get("dead_fraction"), m.get("tokens")] for m in members]
+    where = "held-out tokens (eval stage)" if held_out else "training batches"
+    body = _table(rows, ["SAE", swept or "setting", "L0", "FVE", "CE loss recovered",
+                         "dead fraction", "training tokens"])
+    body += f"<p class='note'>L0, FVE and CE loss recovered measured on {where}.</p>"
     points = [(m["l0"], m["fve"]) for m in members if m.get("l0") is not None and m.get("fve") is not None]
     if points:
         fig, (ax,) = _new_figure(1, 5.5, 3.4)
