@@ -121,11 +121,17 @@ class Run:
         else:
             self.log(f"[{name}] building in {self.stage_dir(name)}")
             started = time.time()
-            folder = self.dir.begin(name, config_hash=digest, upstream=upstream,
-                                    resumable=spec.resumable)
+            # under torchrun every process builds (the lm stage trains data-parallel), but
+            # only the first one prepares and seals the folder
+            primary = int(os.environ.get("RANK", "0")) == 0
+            folder = self.stage_dir(name)
+            if primary:
+                folder = self.dir.begin(name, config_hash=digest, upstream=upstream,
+                                        resumable=spec.resumable)
             summary = spec.build(self, folder)
-            self.dir.seal(name, config=config, config_hash=digest, upstream=upstream,
-                          version=__version__, summary=summary, started=started)
+            if primary:
+                self.dir.seal(name, config=config, config_hash=digest, upstream=upstream,
+                              version=__version__, summary=summary, started=started)
             self.log(f"[{name}] done in {time.time() - started:.1f}s ({_brief(summary)})")
         self._checked.add(name)
         return self.stage_dir(name)
