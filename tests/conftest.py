@@ -14,6 +14,15 @@ def seed_everything():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: one thread is much faster than two fighting over a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def offline_hub(monkeypatch):
     """Tests never touch the network: the hub is always offline."""

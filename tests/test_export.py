@@ -36,12 +36,8 @@ CASES = [pytest.param(key, id=f"{key[0]}{'-transcoder' if key[1] else ''}{'-skip
          for key in EXPORTABLE]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny matrices: one thread beats two fighting over a busy CPU (see conftest)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trained_like(kind, transcoder=False, skip=False):

@@ -23,13 +23,8 @@ N_CTX = 16
 HOOK = "blocks.1.hook_resid_pre"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is much faster than two fighting over a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny matrices: one thread beats two fighting over a busy CPU (see conftest)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CharTokenizer:

@@ -26,13 +26,8 @@ TRANSCODER = {"hook_in": "blocks.0.ln2.hook_normalized", "hook_out": "blocks.0.h
 CFG = EvalConfig(n_tokens=600, batch_size=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is much faster than two fighting over a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny matrices: one thread beats two fighting over a busy CPU (see conftest)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
