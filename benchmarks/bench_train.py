@@ -158,6 +158,11 @@ def bench_pair(cfg: ModelConfig, train_cfg: TrainConfig, batch_size: int, compil
     return times
 
 
+# roneneldan/TinyStories train split with the replication preset's 10K BPE: ~2.12M stories,
+# ~470M tokens (the preset's estimate; the 2 MiB sample encodes at ~4 bytes a token)
+TINYSTORIES_TRAIN_TOKENS = 470_000_000
+
+
 def paired_ratio(reference: list[float], ours: list[float]) -> float:
     """Median over steps of reference time / our time at the same step."""
     return statistics.median(r / o for r, o in zip(reference, ours))
@@ -237,6 +242,11 @@ def main() -> None:
               f"d_head={cfg.d_head} d_mlp={cfg.d_mlp} n_ctx={cfg.n_ctx} d_vocab={cfg.d_vocab}; "
               f"{count.total / 1e6:.2f}M parameters ({count.non_embedding / 1e6:.2f}M non-embedding), "
               f"{flops_per_token(cfg) / 1e6:.1f} MFLOP per token")
+    for preset_name, mode, _, cfg, batch_size, times in rows:
+        if isinstance(times.get("ours"), list):
+            hours = TINYSTORIES_TRAIN_TOKENS / (batch_size * cfg.n_ctx / statistics.median(times["ours"])) / 3600
+            print(f"one epoch of TinyStories ({TINYSTORIES_TRAIN_TOKENS / 1e6:.0f}M tokens), "
+                  f"{preset_name} {mode}: {hours:.2f} h at this speed")
     print("\nvs ref = median over steps of (reference step time / ours), steps timed in ABBA order;"
           "\nabove 1: ours is faster; 0.95 is the floor.")
 

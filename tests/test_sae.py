@@ -90,6 +90,47 @@ def test_topk_keeps_exactly_k_per_token():
     assert (kept_min == pre.topk(4, dim=-1).values[:, -1]).all()
 
 
+@pytest.mark.parametrize("kind", ["topk", "batchtopk"])
+@pytest.mark.parametrize("transcoder", [False, True])
+def test_sparse_training_path_equals_the_dense_one(kind, transcoder):
+    """Training decodes k rows of W_dec a token (embedding_bag) and routes b_dec's encoder
+    gradient through a matrix-vector product; loss and every gradient must match the
+    plain dense computation."""
+    extra = dict(skip_connection=True, **TRANSCODER) if transcoder else {}
+    sae = SparseAutoencoder(cfg(kind, k=5, **extra), d_in=16, d_out=12 if transcoder else None)
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_()
+        if transcoder:
+            sae.W_skip.normal_()
+    x, target = torch.randn(32, 16), torch.randn(32, 12 if transcoder else 16)
+    dead = torch.zeros(48, dtype=torch.bool)
+    dead[::3] = True
+
+    def loss_and_grads(sparse):
+        sae.train(sparse)  # eval mode takes the dense path
+        sae.zero_grad()
+        out = sae(x)
+        if not sparse:  # the dense reference, written out
+            pre = ((x if transcoder else x - sae.b_dec) @ sae.W_enc) + sae.b_enc
+            act = topk_relu if kind == "topk" else batch_topk_relu
+            latents = act(pre, 5)
+            recon = latents @ sae.W_dec + sae.b_dec + (x @ sae.W_skip if transcoder else 0)
+            out = sae_module.SAEOutput(recon, latents, pre)
+        loss = sae_loss(sae, target, out, penalty_coeff=0.0, dead=dead).total
+        loss.backward()
+        return loss.detach(), out.latents.detach(), {n: p.grad.clone() for n, p in
+                                                     sae.named_parameters() if p.grad is not None}
+
+    sparse_loss, sparse_latents, sparse_grads = loss_and_grads(True)
+    dense_loss, dense_latents, dense_grads = loss_and_grads(False)
+    torch.testing.assert_close(sparse_loss, dense_loss)
+    torch.testing.assert_close(sparse_latents, dense_latents)
+    assert sparse_grads.keys() == dense_grads.keys() >= {"W_enc", "b_enc", "W_dec", "b_dec"}
+    for name in dense_grads:
+        torch.testing.assert_close(sparse_grads[name], dense_grads[name], msg=name)
+
+
 def test_batchtopk_keeps_k_per_token_on_average_and_thresholds_in_eval():
     sae = SparseAutoencoder(cfg("batchtopk"), d_in=16)
     pre = torch.randn(10, 48) * torch.linspace(0.1, 3, 10)[:, None] + 2  # tokens differ

@@ -4,8 +4,10 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +175,19 @@ def test_bf16_autocast_trains_on_cpu(shards, tmp_path):
 def test_vocab_smaller_than_the_shards_is_refused(shards, tmp_path):
     with pytest.raises(ConfigError, match="resolved_model"):
         train_lm(dataclasses.replace(MODEL, d_vocab=32), TRAIN, shards, tmp_path, progress=False)
+
+
+def test_many_passes_over_a_small_split_warn_with_a_step_count_that_fits(shards, tmp_path):
+    many = dataclasses.replace(TRAIN, max_steps=2000)  # 2000 x 16 x 16 tokens = 26 passes
+    with pytest.warns(UserWarning, match=r"26 passes over the 20,0\d\d training tokens") as record:
+        train_lm(MODEL, many, shards, tmp_path / "many", progress=False, stop_after=1)
+    message = next(str(w.message) for w in record if "passes" in str(w.message))
+    suggested = int(re.search(r"max_steps=(\d+) \(about", message).group(1))
+    assert 0 < suggested < 2000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the suggestion itself does not warn
+        train_lm(MODEL, dataclasses.replace(TRAIN, max_steps=suggested), shards, tmp_path / "fits",
+                 progress=False, stop_after=1)
 
 
 DDP_SCRIPT = """

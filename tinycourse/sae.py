@@ -130,7 +130,34 @@ def topk_relu(pre: Tensor, k: int) -> Tensor:
     """Each row keeps its k largest entries (ReLU'd, so a kept negative becomes 0), the
     rest are 0 (Gao et al. 2024). (..., d_sae) -> (..., d_sae)"""
     values, indices = pre.topk(k, dim=-1, sorted=False)
-    return torch.zeros_like(pre).scatter(-1, indices, F.relu(values))
+    return pre.new_zeros(pre.shape).scatter_(-1, indices, F.relu(values))
+
+
+def topk_entries(pre: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """`topk_relu` as its nonzero candidates: (values, rows, cols), each (batch * k,),
+    row-major. (batch, d_sae) ->"""
+    values, cols = pre.topk(k, dim=-1, sorted=False)
+    rows = torch.arange(len(pre), device=pre.device).repeat_interleave(k)
+    return F.relu(values).flatten(), rows, cols.flatten()
+
+
+def batch_topk_entries(pre: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """`batch_topk_relu` as (values, rows, cols), each (batch * k,), sorted by row."""
+    flat = pre.flatten()
+    values, indices = flat.topk(k * len(pre), sorted=False)
+    order = indices.argsort()  # row-major, as sparse_decode's bags need
+    indices = indices[order]
+    return F.relu(values[order]), indices // pre.shape[-1], indices % pre.shape[-1]
+
+
+def sparse_decode(values: Tensor, rows: Tensor, cols: Tensor, W_dec: Tensor,
+                  n_rows: int) -> Tensor:
+    """sum_j values_j * W_dec[cols_j] into row rows_j of an (n_rows, d_out) output, rows
+    sorted: nnz x d_out work where `latents @ W_dec` costs n_rows x d_sae x d_out, and
+    the same economy backward (embedding_bag differentiates W_dec and the values)."""
+    offsets = torch.searchsorted(rows, torch.arange(n_rows, device=rows.device))
+    return F.embedding_bag(cols, W_dec, offsets, mode="sum",
+                           per_sample_weights=values.to(W_dec.dtype))
 
 
 def batch_topk_relu(pre: Tensor, k: int) -> Tensor:
@@ -139,7 +166,7 @@ def batch_topk_relu(pre: Tensor, k: int) -> Tensor:
     (batch, d_sae) -> (batch, d_sae)"""
     flat = pre.flatten()
     values, indices = flat.topk(k * (flat.numel() // pre.shape[-1]), sorted=False)
-    return torch.zeros_like(flat).scatter(0, indices, F.relu(values)).view_as(pre)
+    return flat.new_zeros(flat.shape).scatter_(0, indices, F.relu(values)).view_as(pre)
 
 
 @torch.no_grad()
@@ -153,6 +180,12 @@ def geometric_median(points: Tensor, iterations: int = WEISZFELD_ITERATIONS) -> 
         weights = 1.0 / (points - median).norm(dim=-1).clamp_min(1e-8)
         median = (weights[:, None] * points).sum(0) / weights.sum()
     return median.float()
+
+
+def _affine(bias: Tensor, x: Tensor, W: Tensor) -> Tensor:
+    """x @ W + bias for x (..., n), as one addmm: the bias rides in the matmul (no extra
+    pass over the output, and under bf16 autocast the output stays bf16)."""
+    return torch.addmm(bias, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[-1])
 
 
 # --- the module ---------------------------------------------------------------------------
@@ -225,9 +258,16 @@ class SparseAutoencoder(nn.Module):
 
     def pre_activations(self, x: Tensor) -> Tensor:
         """(batch, d_in) -> (batch, d_sae)"""
-        if not self.is_transcoder:
-            x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
+        if self.is_transcoder:
+            return _affine(self.b_enc, x, self.W_enc)
+        if x.requires_grad or not torch.is_grad_enabled():
+            return _affine(self.b_enc, x - self.b_dec, self.W_enc)
+        # Training: the same value, but b_dec's gradient through the encoder,
+        # -W_enc @ sum_batch(grad), comes from a matrix-vector product. Through
+        # (x - b_dec) @ W_enc autograd would compute the gradient of the whole centred
+        # input, a (batch x d_sae x d_in) matmul as big as the forward one, only to sum it.
+        zero = self.b_dec - self.b_dec.detach()  # exactly 0, carrying b_dec's gradient
+        return _affine(self.b_enc - zero @ self.W_enc, x - self.b_dec.detach(), self.W_enc)
 
     def activate(self, pre: Tensor) -> Tensor:
         """(batch, d_sae) -> latents (batch, d_sae)"""
@@ -249,13 +289,26 @@ class SparseAutoencoder(nn.Module):
     def decode(self, latents: Tensor) -> Tensor:
         """latents (batch, d_sae) -> (batch, d_out). The skip path of a transcoder
         depends on the input, not the latents: `forward` adds it."""
-        return latents @ self.W_dec + self.b_dec
+        return _affine(self.b_dec, latents, self.W_dec)
 
     def forward(self, x: Tensor) -> SAEOutput:
-        """x (batch, d_in) -> SAEOutput(reconstruction (batch, d_out), latents, pre)"""
+        """x (batch, d_in) -> SAEOutput(reconstruction (batch, d_out), latents, pre)
+
+        Training topk/batchtopk decode sparsely: only k latents of a token are on, so
+        the decoder reads k rows of W_dec (`sparse_decode`) instead of multiplying a
+        mostly-zero (batch, d_sae) matrix, forward and backward; `latents` is then a
+        detached dense copy for the trainer's statistics."""
         pre = self.pre_activations(x)
-        latents = self.activate(pre)
-        reconstruction = self.decode(latents)
+        if (self.training and self.kind in ("topk", "batchtopk") and torch.is_grad_enabled()
+                and pre.dim() == 2):
+            values, rows, cols = (topk_entries(pre, self.cfg.k) if self.kind == "topk"
+                                  else batch_topk_entries(pre, self.cfg.k))
+            reconstruction = sparse_decode(values, rows, cols, self.W_dec, len(pre)) + self.b_dec
+            with torch.no_grad():
+                latents = pre.new_zeros(pre.shape).index_put_((rows, cols), values.to(pre.dtype))
+        else:
+            latents = self.activate(pre)
+            reconstruction = self.decode(latents)
         if self.cfg.skip_connection:
             reconstruction = reconstruction + x @ self.W_skip
         return SAEOutput(reconstruction, latents, pre)
@@ -338,15 +391,15 @@ def sae_loss(sae: SparseAutoencoder, target: Tensor, out: SAEOutput, *,
     `penalty_coeff` is the current sparsity coefficient (the trainer warms it up);
     `dead` (d_sae, bool) marks latents silent for too long, for AuxK.
     """
-    reconstruction, latents = out.reconstruction.float(), out.latents.float()
-    target = target.float()
+    reconstruction, target = out.reconstruction.float(), target.float()
     mse = (reconstruction - target).pow(2).sum(-1).mean()
     zero = mse.new_zeros(())
     sparsity, auxk = zero, zero
     if sae.kind == "relu":
         # Anthropic, April 2024: L1 of each latent times its decoder row's norm, so the
         # penalty can't be dodged by shrinking latents and growing decoder rows.
-        sparsity = (latents * sae.W_dec.norm(dim=-1)).sum(-1).mean()
+        # (= mean over tokens of sum_i f_i ||W_dec,i||, without a (batch, d_sae) product)
+        sparsity = out.latents.float().mean(0) @ sae.W_dec.norm(dim=-1)
     elif sae.kind == "jumprelu":
         # Rajamanoharan et al. 2024: L0 = sum_i H(pre_i - theta_i), through StepFunction
         sparsity = StepFunction.apply(out.pre.float(), sae.threshold,
@@ -370,8 +423,9 @@ def auxk_loss(sae: SparseAutoencoder, pre: Tensor, error: Tensor, target: Tensor
     pre (batch, d_sae), error and target (batch, d_out), dead (d_sae) -> scalar
     """
     candidates = pre.masked_fill(~dead, -torch.inf)  # only dead latents compete
-    aux_latents = topk_relu(candidates, sae.aux_k)  # relu(-inf) = 0 where too few are dead
-    error_hat = aux_latents @ sae.W_dec.float()
+    # relu(-inf) = 0 where too few are dead; decoded sparsely (aux_k rows a token)
+    values, rows, cols = topk_entries(candidates, sae.aux_k)
+    error_hat = sparse_decode(values, rows, cols, sae.W_dec.float(), len(pre))
     error_var = (error - error.mean(0)).pow(2).sum().clamp_min(1e-12)
     target_var = (target - target.mean(0)).pow(2).sum(-1).mean().detach()
     loss = (error_hat - error).pow(2).sum() / error_var * target_var
@@ -429,5 +483,6 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
 
 __all__ = [
     "SparseAutoencoder", "SAEOutput", "SAELoss", "sae_loss", "auxk_loss", "save_sae", "load_sae",
-    "geometric_median", "topk_relu", "batch_topk_relu", "JumpReLUFunction", "StepFunction",
+    "geometric_median", "topk_relu", "batch_topk_relu", "topk_entries", "batch_topk_entries",
+    "sparse_decode", "JumpReLUFunction", "StepFunction",
 ]

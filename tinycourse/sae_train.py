@@ -362,7 +362,7 @@ def _forward_backward(member: _Member, step: int, x_in: torch.Tensor,
         if sae.kind == "batchtopk":
             sae.update_inference_threshold(latents)
         return torch.stack([loss.total.detach(), loss.mse.detach(), loss.sparsity.detach(),
-                            loss.auxk.detach(), 1 - sse / sst, fired.sum(-1).float().mean(),
+                            loss.auxk.detach(), 1 - sse / sst, fired.count_nonzero() / len(x_in),
                             member.dead().float().mean()]).float()
 
 
@@ -398,7 +398,7 @@ def _evaluate(members: list[_Member], source, device: torch.device, input_scale:
             out = member.sae(x_in)
             member.sae.train()
             sums[i] += torch.stack([(target - out.reconstruction).pow(2).sum(), sst,
-                                    (out.latents > 0).sum(), torch.tensor(len(x_in))]).double().cpu()
+                                    (out.latents > 0).sum(), x_in.new_tensor(len(x_in))]).double().cpu()
     return [{"mse": float(s[0] / s[3]), "fve": float(1 - s[0] / s[1]), "l0": float(s[2] / s[3])}
             for s in sums]
 

@@ -1,0 +1,490 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Training sparse autoencoders
+#
+# A model with `d_model` = 128 has 128 numbers per token in its residual stream, but it
+# tracks far more than 128 things about a story: who is speaking, which character a
+# pronoun refers to, whether we are inside a quote, the place, the section of the story.
+# When each such feature is rarely active, a network can store many more features than it
+# has dimensions as *almost* orthogonal directions, accepting a little interference when
+# two happen to be active at once: **superposition** (Elhage et al. 2022, *Toy Models of
+# Superposition*). Then no single neuron or direction means one thing. A sparse
+# autoencoder undoes this: it learns an overcomplete dictionary of directions, many more
+# than the dimensions, such that each activation is rebuilt from a *few* of them. If the
+# features really are sparse, the dictionary's latents recover them, and they are far more
+# interpretable than neurons (Bricken et al. 2023, *Towards Monosemanticity*; scaled to
+# Claude 3 Sonnet by Templeton et al. 2024, *Scaling Monosemanticity*).
+#
+# ```
+# stories -> tokenizer -> token shards -> LM -> activations -> [SAE] -> metrics -> ...
+# ```
+#
+# This notebook trains the pipeline's SAE and reads its training curves, shows the four
+# activation rules the package offers, explains dead latents, checks the SAE against the
+# best linear baseline, and trains two more dictionaries on the same store: an
+# L1-penalised ReLU SAE and a transcoder of MLP 0.
+
+# %%
+import os
+PRESET = os.environ.get("TINYCOURSE_PRESET", "tiny")
+
+# %%
+import dataclasses
+import inspect
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from tinycourse.activations import ActivationStore, collect_activations
+from tinycourse.config import config_hash, preset
+from tinycourse.pipeline import Run
+from tinycourse.sae import (JumpReLUFunction, auxk_loss, batch_topk_relu, load_sae, sae_loss,
+                            topk_relu)
+from tinycourse.sae_train import lr_at, penalty_at, train_sae
+
+cfg = preset(PRESET)
+run = Run(cfg)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the LM runs for new activations
+print(run.root)
+print(cfg.sae)
+
+# %% [markdown]
+# ## 1. The dictionary
+#
+# An SAE is one hidden layer, `d_sae` wide (here 8 × `d_model`), with a sparsifying
+# activation:
+#
+# ```
+# latents = act((x - b_dec) @ W_enc + b_enc)     (d_sae,) mostly zeros
+# x_hat   = latents @ W_dec + b_dec              each latent adds its decoder row
+# ```
+#
+# Each row of `W_dec` is a dictionary direction (kept at unit norm, except for ReLU SAEs,
+# whose penalty weighs latents by their row's norm instead); a latent's value says how
+# much of it the token holds. Training minimises the squared error ‖x − x̂‖² while the
+# activation rule keeps the number of active latents per token, **L0**, small.
+#
+# ## 2. Four activation rules
+#
+# How sparsity is enforced is the main design choice. The package has four.
+#
+# **TopK** (Gao et al. 2024): keep each token's k largest pre-activations, zero the rest.
+# L0 is exactly k, chosen directly, and there is no penalty to tune; the price is that
+# every token gets k latents whether it needs them or not.
+
+# %%
+print(inspect.getsource(topk_relu))
+
+# %% [markdown]
+# **BatchTopK** (Bussmann et al. 2024): keep the `k × batch` largest values of the whole
+# batch, so L0 is k *on average* and a busy token may take more latents than a quiet one.
+# A token's latents then depend on its batch-mates, so at inference the SAE switches to a
+# single threshold learned during training (the running average of the smallest kept
+# value).
+
+# %%
+print(inspect.getsource(batch_topk_relu))
+
+# %% [markdown]
+# **JumpReLU** (Rajamanoharan et al. 2024): a ReLU that jumps: a latent is zero below its
+# own learned threshold θ and its plain pre-activation above. The loss penalises L0
+# itself. Neither the step nor L0 has a useful gradient in θ, so the backward pass uses a
+# straight-through estimate: a kernel of width ε around the threshold.
+
+# %%
+print(inspect.getsource(JumpReLUFunction))
+
+# %% [markdown]
+# **ReLU + L1** (Bricken et al. 2023, in the form of Anthropic's April 2024 update): a
+# plain ReLU, with sparsity bought by a penalty on the latents' sizes. Each latent is
+# weighted by its decoder row's norm, or the SAE could shrink latents and grow decoder
+# rows to dodge the penalty. L1 also shrinks the latents that *are* active (it penalises
+# size, not count); the coefficient `l1_coeff` sets L0 only indirectly. The term in
+# `sae_loss`:
+
+# %%
+source = inspect.getsource(sae_loss).splitlines()
+start = next(i for i, line in enumerate(source) if 'sae.kind == "relu"' in line)
+print("\n".join(source[start : start + 4]))
+
+# %% [markdown]
+# The four rules on the same pre-activations (2 tokens, 8 latents, k = 2):
+
+# %%
+torch.manual_seed(0)
+pre = torch.randn(2, 8)
+rules = {
+    "pre-activations": pre,
+    "relu": torch.relu(pre),
+    "topk (k=2)": topk_relu(pre, 2),
+    "batchtopk (k=2)": batch_topk_relu(pre, 2),
+    "jumprelu (theta=0.8)": JumpReLUFunction.apply(pre, torch.full((8,), 0.8), 0.05),
+}
+for name, out in rules.items():
+    print(f"{name:22s}", np.array2string(out.numpy(), precision=2, suppress_small=True,
+                                         max_line_width=200).replace("\n", "\n" + " " * 23))
+assert ((rules["topk (k=2)"] > 0).sum(-1) <= 2).all()
+assert (rules["batchtopk (k=2)"] > 0).sum() <= 4
+assert torch.equal(rules["jumprelu (theta=0.8)"], pre * (pre > 0.8))
+
+# %% [markdown]
+# ## 3. The pipeline's SAE
+#
+# `run.ensure("sae")` trains the preset's SAE on the activation store of notebook 03 (or
+# reuses it). On `tiny`: TopK, k = 16, 1,024 latents (8 × 128) on
+# `blocks.1.hook_resid_pre`, 2M tokens (ten passes over the 200K stored rows), Adam with
+# a short warm-up and a linear decay over the last 20% of steps (Anthropic, April 2024).
+# Inputs are multiplied by the store's normalisation constant (E‖c·x‖² = d_in, notebook
+# 03), so MSE below is in those units: the MSE of predicting every token by the mean is
+# about d_in.
+
+# %%
+sae_dir = run.ensure("sae")
+sae = run.sae()
+summary = json.loads((sae_dir / "summary.json").read_text())
+print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()})
+metrics = [json.loads(line) for line in (sae_dir / "metrics.jsonl").read_text().splitlines()]
+print(f"{len(metrics)} steps logged; keys: {list(metrics[0])}")
+
+
+# %%
+def smooth(values, width=25):
+    """Running mean, so the per-batch noise does not hide the trend."""
+    values = np.asarray(values, dtype=float)
+    width = max(1, min(width, len(values) // 10 or 1))
+    return np.convolve(values, np.ones(width) / width, mode="valid")
+
+
+def plot_curves(metrics, title, axes=None):
+    """MSE and FVE, L0 and dead fraction against training tokens."""
+    tokens = np.array([m["tokens"] for m in metrics]) / 1e6
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    series = [("mse", "MSE (normalised units)", "log"), ("fve", "FVE", "linear"),
+              ("l0", "L0 (active latents / token)", "log")]
+    for ax, (key, label, scale) in zip(axes, series):
+        values = smooth([m[key] for m in metrics])
+        ax.plot(tokens[len(tokens) - len(values):], values)
+        ax.set(xlabel="training tokens (millions)", ylabel=label, yscale=scale)
+    axes[2].set_ylim(1, max(m["l0"] for m in metrics) * 2)
+    dead = [m["dead_fraction"] for m in metrics]
+    twin = axes[2].twinx()
+    twin.plot(tokens, dead, color="tab:red", lw=1)
+    twin.set_ylabel("dead fraction", color="tab:red")
+    twin.set_ylim(-0.02, max(0.3, max(dead) * 1.1))
+    axes[1].set_ylim(max(0.0, min(m["fve"] for m in metrics[len(metrics) // 10:]) - 0.05), 1.0)
+    axes[0].figure.suptitle(title)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+plot_curves(metrics, f"Pipeline SAE: {cfg.sae.kind}, k={cfg.sae.k}, d_sae={cfg.sae.d_sae} "
+            f"({PRESET})")
+plt.show()
+
+# %% [markdown]
+# How to read it: the MSE falls fast in the first few hundred thousand tokens and then
+# slowly; the FVE (fraction of variance explained, 1 − SSE / total variance of the batch)
+# climbs to match. A TopK SAE's L0 is pinned at k by construction. The learning rate
+# decays to 0 over the last 20% of training, which settles the weights and gives a last
+# small gain.
+#
+# ## 4. Dead latents
+#
+# A latent that never wins a place among the top k (for ReLU: whose pre-activation stays
+# below zero) gets no gradient from the reconstruction loss, so it can stay silent
+# forever: a *dead* latent, a wasted slot of
+# the dictionary. At scale this is the main failure of SAE training (Templeton et al. 2024
+# report 2%, 35% and 65% dead in their 1M, 4M and 34M-feature SAEs). The trainer counts,
+# for every latent, the tokens since it last fired; silent for `dead_after_tokens`
+# (100K here) counts as dead. Two remedies (Gao et al. 2024): the encoder starts as the
+# decoder's transpose, so every latent begins by reading the direction it writes; and the
+# **AuxK** loss, which asks the dead latents alone to reconstruct what the live ones
+# missed, so they get a gradient toward something useful:
+
+# %%
+print(inspect.getsource(auxk_loss))
+
+# %% [markdown]
+# The final fraction of dead latents, and how often each latent fires on *held-out*
+# tokens. We collect fresh activations from the validation split with the same collector
+# as notebook 03 (tokens the SAE never trained on; kept in the run folder, so a rerun
+# reuses them); they are used for every comparison below.
+
+# %%
+TC_IN = next((h for h in cfg.activations.hooks if h.endswith("ln2.hook_normalized")),
+             "blocks.0.ln2.hook_normalized")  # MLP 0 on tiny
+TC_OUT = TC_IN.replace("ln2.hook_normalized", "hook_mlp_out")
+HOOK = cfg.sae.hook_in
+N_VAL = 32_768
+val_cfg = dataclasses.replace(cfg.activations, split="val", n_tokens=N_VAL, storage="disk",
+                              hooks=tuple(dict.fromkeys((HOOK, TC_IN, TC_OUT))))
+val_dir = run.root / "notebook04" / "val"  # a rerun with the same inputs returns at once
+collect_activations(run.model(DEVICE), run.shards(), val_cfg, val_dir, progress=False)
+val = ActivationStore.open(val_dir)
+x_val = torch.from_numpy(val.read(HOOK))
+print(f"{val.n_tokens:,} validation rows at {', '.join(val.hooks)}")
+
+
+def fve(x, x_hat):
+    """Fraction of variance explained: 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
+    x, x_hat = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(x_hat, dtype=torch.float64)
+    return float(1 - (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+
+with torch.no_grad():
+    out = sae(x_val)
+main_fve = fve(x_val, out.reconstruction)
+main_l0 = float((out.latents > 0).sum(-1).float().mean())
+firing = (out.latents > 0).float().mean(0).numpy()  # share of tokens each latent fires on
+dead_fraction = summary["dead_fraction"]
+print(f"dead at the end of training: {dead_fraction:.2%}; "
+      f"never firing on {val.n_tokens:,} validation tokens: {(firing == 0).mean():.2%}")
+
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
+ax.hist(np.log10(firing[firing > 0]), bins=50)
+ax.axvline(np.log10(main_l0 / cfg.sae.d_sae), color="k", ls=":", lw=1)
+ax.set(xlabel="log10(share of tokens the latent fires on)", ylabel="latents",
+       title="Latent firing frequency on validation tokens; dotted: L0 / d_sae")
+plt.show()
+
+# %% [markdown]
+# With L0 of the d_sae latents active per token, a latent fires on L0 / d_sae of tokens on
+# average (the dotted line); a healthy dictionary spreads around it over a couple of
+# decades, with no spike at the far left (nearly dead) or far right (latents that fire on
+# most tokens and explain little).
+#
+# ## 5. Is it better than PCA?
+#
+# An SAE with L0 active latents must beat the best *L0-dimensional linear* code, the top
+# L0 principal components, or its sparsity bought nothing. PCA is fitted on 50,000
+# training rows, and both are measured on the validation rows:
+
+# %%
+N_FIT = 50_000
+x_fit, _ = next(run.activation_source(HOOK, device=DEVICE).batches(N_FIT, seed=7))
+x_fit = x_fit.double()
+mean = x_fit.mean(0)
+_, _, vt = torch.linalg.svd(x_fit - mean, full_matrices=False)
+
+
+def pca_fve(n):
+    v = vt[:n]
+    return fve(x_val, (x_val.double() - mean) @ v.T @ v + mean)
+
+
+n_pca = max(1, round(main_l0))
+pca = {n: pca_fve(n) for n in sorted({max(1, n_pca // 2), n_pca, 2 * n_pca})}
+print(f"pipeline SAE ({cfg.sae.kind}): FVE {main_fve:.3f} at L0 {main_l0:.1f}, "
+      f"dead {dead_fraction:.1%}")
+for n, value in pca.items():
+    print(f"PCA, top {n:3d} components:  FVE {value:.3f}")
+if cfg.sae.kind == "topk":
+    assert abs(main_l0 - cfg.sae.k) < 1e-6, "a TopK SAE has L0 = k"
+if PRESET == "tiny":  # the course's quality bar
+    assert main_fve > pca[n_pca], (main_fve, pca[n_pca])
+    assert dead_fraction < 0.05, dead_fraction
+
+# %% [markdown]
+# ## 6. A ReLU SAE with an L1 penalty
+#
+# The older recipe, used by Bricken et al. (2023), Templeton et al. (2024) and the budget
+# replication: ReLU latents and an L1 penalty. Two details matter. The penalty **warms
+# up**: its coefficient rises linearly from 0 over the first `l1_warmup_frac` of training,
+# so the dictionary first learns to reconstruct, then to be sparse (with the full penalty
+# from step 0, latents can be pushed below zero before they have learned anything, and
+# die). And `l1_coeff` sets L0 only indirectly, so it has to be chosen: on `tiny` the
+# value below lands L0 near TopK's k. Anthropic's learning rate (5e-5) is sized for runs of
+# hundreds of millions of tokens; a run of a few hundred thousand needs a much larger one,
+# or L0 is still falling when it ends. The schedules:
+
+# %%
+EXTRA_TOKENS = {"tiny": 300_000, "small": 2_000_000}.get(PRESET, 20_000_000)
+if PRESET == "tiny":  # chosen so that L0 lands near k = 16 in 300K tokens
+    RELU = {"l1_coeff": 2.5, "lr": 1e-2, "l1_warmup_frac": 0.2}
+else:  # the preset's recipe if it is a ReLU SAE, else Anthropic's coefficient
+    RELU = {"l1_coeff": cfg.sae.l1_coeff, "lr": cfg.sae.lr,
+            "l1_warmup_frac": cfg.sae.l1_warmup_frac}
+relu_cfg = dataclasses.replace(cfg.sae, kind="relu", n_tokens=EXTRA_TOKENS, **RELU)
+steps = np.arange(relu_cfg.n_tokens // relu_cfg.batch_size)
+fig, ax = plt.subplots(figsize=(6.5, 2.8))
+ax.plot(steps, [lr_at(s, relu_cfg) / relu_cfg.lr for s in steps], label=f"lr / {relu_cfg.lr:g}")
+ax.plot(steps, [penalty_at(s, relu_cfg) / relu_cfg.l1_coeff for s in steps],
+        label=f"L1 coefficient / {relu_cfg.l1_coeff:g}")
+ax.set(xlabel="step", ylabel="fraction of maximum", title="ReLU SAE schedules")
+ax.legend()
+plt.show()
+
+
+# %%
+def extra_dir(name, sae_cfg):
+    """A folder per (config, activations): a rerun reuses a finished training."""
+    key = config_hash({"sae": dataclasses.asdict(sae_cfg),
+                       "activations": run.dir.manifest_hash("activations")})
+    return run.root / "notebook04" / f"{name}-{key}"
+
+
+source = run.activation_source(HOOK, device=DEVICE)
+relu_dir = extra_dir("relu", relu_cfg)
+relu_summary = train_sae(relu_cfg, source, relu_dir, progress=False,
+                         input_scale=source.scale(HOOK))
+relu_metrics = [json.loads(line) for line in (relu_dir / "metrics.jsonl").read_text().splitlines()]
+plot_curves(relu_metrics, f"ReLU SAE, l1_coeff={relu_cfg.l1_coeff:g}, "
+            f"warm-up over {relu_cfg.l1_warmup_frac:.0%} ({PRESET})")
+plt.show()
+
+relu_sae = load_sae(relu_dir)
+with torch.no_grad():
+    relu_out = relu_sae(x_val)
+relu_fve = fve(x_val, relu_out.reconstruction)
+relu_l0 = float((relu_out.latents > 0).sum(-1).float().mean())
+print(f"ReLU SAE: FVE {relu_fve:.3f} at L0 {relu_l0:.1f} on validation tokens, dead "
+      f"{relu_summary['dead_fraction']:.1%} ({relu_summary['tokens']:,} training tokens)")
+if PRESET == "tiny":
+    assert cfg.sae.k / 2 <= relu_l0 <= 2 * cfg.sae.k, relu_l0  # TopK's L0 range
+
+# %% [markdown]
+# The curves tell the warm-up's story. At first the penalty is weak and the SAE is dense
+# (hundreds of latents per token) and reconstructs well; as the penalty reaches full
+# strength (20% of the run) latents are silenced, the FVE dips, then recovers while L0
+# keeps creeping down to the end. At a similar L0
+# the ReLU SAE explains less variance than TopK, here also with a seventh of the
+# training: the L1 penalty shrinks the active latents as well as silencing the others,
+# and its L0 varies from token to token.
+#
+# ## 7. A transcoder of MLP 0
+#
+# An SAE explains a representation; a **transcoder** explains a computation. It reads the
+# MLP's input (`ln2.hook_normalized`) and predicts the MLP's output (`hook_mlp_out`)
+# through a sparse layer, so each latent is a rule "input direction → output direction",
+# a sparse stand-in for the MLP's neurons (Dunefsky et al. 2024). Notebook 08 builds
+# circuits from them. Same trainer, with `hook_out` set; input and output each get their
+# own normalisation constant.
+
+# %%
+TC_LR = 3e-3 if PRESET == "tiny" else cfg.sae.lr  # a short run: a larger step than the SAE's
+tc_cfg = dataclasses.replace(cfg.sae, kind="topk", hook_in=TC_IN, hook_out=TC_OUT,
+                             n_tokens=EXTRA_TOKENS, lr=TC_LR)
+tc_source = run.activation_source(TC_IN, TC_OUT, device=DEVICE)
+tc_dir = extra_dir("transcoder", tc_cfg)
+tc_summary = train_sae(tc_cfg, tc_source, tc_dir, progress=False,
+                       input_scale=tc_source.scale(TC_IN), output_scale=tc_source.scale(TC_OUT))
+tc_metrics = [json.loads(line) for line in (tc_dir / "metrics.jsonl").read_text().splitlines()]
+plot_curves(tc_metrics, f"Transcoder {TC_IN} -> {TC_OUT}, topk k={tc_cfg.k} ({PRESET})")
+plt.show()
+
+transcoder = load_sae(tc_dir)
+xin_val, y_val = torch.from_numpy(val.read(TC_IN)), torch.from_numpy(val.read(TC_OUT))
+with torch.no_grad():
+    tc_out = transcoder(xin_val)
+tc_fve = fve(y_val, tc_out.reconstruction)
+assert transcoder.is_transcoder and tc_out.reconstruction.shape == y_val.shape
+
+# the best *linear* map from the MLP's input to its output, least squares on training rows
+xin_fit, y_fit = next(tc_source.batches(N_FIT, seed=7))
+
+
+def with_bias(x):
+    return torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
+
+
+# rcond: a LayerNorm output y has sum_j (y_j - b_j) / w_j = 0, so [y, 1] has an exactly
+# dependent column; drop that direction rather than fit rounding noise with huge weights
+w = torch.linalg.lstsq(with_bias(xin_fit), y_fit.double(), rcond=1e-6, driver="gelsd").solution
+linear_fve = fve(y_val, with_bias(xin_val) @ w)
+print(f"transcoder: FVE {tc_fve:.3f} of {TC_OUT} at L0 {tc_cfg.k}, dead "
+      f"{tc_summary['dead_fraction']:.1%}; best linear map: FVE {linear_fve:.3f}")
+if PRESET == "tiny":
+    assert tc_fve > linear_fve, (tc_fve, linear_fve)
+
+# %% [markdown]
+# The best dense linear map (all 128 × 128 weights) explains only part of MLP 0's output:
+# the MLP computes something non-linear. The transcoder, reading the input through 16
+# active latents per token, explains more. A transcoder can also get the linear part for
+# free: `skip_connection=True` adds a dense linear path beside the latents (Paulo et al.
+# 2025), so the latents only have to explain the non-linear rest. Its dead fraction is
+# higher than the SAE's: a short run at a large learning rate, with a randomly
+# initialised encoder (the transpose trick needs input and output in the same space).
+#
+# ## 8. Side by side
+#
+# All figures on the same held-out validation tokens:
+
+# %%
+rows = [
+    (f"SAE, {cfg.sae.kind} (pipeline)", HOOK, main_l0, main_fve, summary["tokens"]),
+    ("SAE, relu + L1", HOOK, relu_l0, relu_fve, relu_summary["tokens"]),
+    (f"PCA, top {n_pca}", HOOK, n_pca, pca[n_pca], None),
+    ("transcoder, topk", f"{TC_IN} -> {TC_OUT}", tc_cfg.k, tc_fve, tc_summary["tokens"]),
+    ("linear map", f"{TC_IN} -> {TC_OUT}", None, linear_fve, None),
+]
+print(f"{'dictionary':22s} {'L0':>6s} {'FVE':>6s} {'tokens':>10s}  reads")
+for name, hooks, l0, value, tokens in rows:
+    print(f"{name:22s} {'' if l0 is None else f'{l0:6.1f}':>6s} {value:6.3f} "
+          f"{'' if tokens is None else f'{tokens:,}':>10s}  {hooks}")
+    assert -1 < value <= 1, name
+
+# %% [markdown]
+# FVE is only half of the story: a dictionary is good if its latents also mean something
+# and if the model still works when its activations are replaced by the reconstruction.
+# Notebook 05 measures that (loss recovered when the SAE is spliced into the model,
+# density, and ground-truth storyworld variables); notebook 06 reads the latents.
+#
+# ## 9. What good looks like
+#
+# | SAE | model, site | L0 | variance explained | dead | source |
+# |---|---|---|---|---|---|
+# | 1M / 4M / 34M features, ReLU + L1 | Claude 3 Sonnet, middle residual | < 300 | ≥ 65% | 2% / 35% / 65% | Templeton et al. 2024 |
+# | 16M latents, TopK + AuxK | GPT-4, residual 5/6 of the way in | | | 7% | Gao et al. 2024 |
+# | 512 → 131K features, ReLU + L1, dead latents resampled | 1-layer model, its 512 MLP neurons | | | | Bricken et al. 2023 |
+# | 1,024 latents, TopK k = 16 | tiny: 2-layer, d 128, resid of block 1 | 16 | above PCA-16 | < 5% | this course's bar |
+#
+# Signs of trouble: FVE at or below PCA with the same number of active directions (the
+# dictionary learned nothing sparse); a dead fraction that grows over training (for
+# TopK, check that AuxK is on: `aux_coeff` > 0; else lower the learning rate); a ReLU SAE
+# whose L0 stays in the hundreds (l1_coeff too low, or the warm-up too long for the run);
+# a ReLU SAE with many dead latents early (no warm-up, or l1_coeff far too high); a loss
+# that turns NaN (the trainer stops and says so: lower the learning rate).
+
+# %%
+print(f"this run ({PRESET}): {cfg.sae.kind} FVE {main_fve:.3f} (PCA-{n_pca}: {pca[n_pca]:.3f}), "
+      f"dead {dead_fraction:.1%}; ReLU FVE {relu_fve:.3f} at L0 {relu_l0:.1f}; "
+      f"transcoder FVE {tc_fve:.3f} (linear: {linear_fve:.3f})")
+
+# %% [markdown]
+# ## 10. Scaling up: the `replication` preset
+#
+# Run with `TINYCOURSE_PRESET=replication`. Its SAE is the budget replication's: a ReLU
+# SAE with 16,384 latents (about 21 × 768) on `blocks.2.hook_resid_pre`, Anthropic's April
+# 2024 recipe (`l1_coeff` 5, learning rate 5e-5, batch 4,096), trained on 200M tokens
+# streamed through the LM (no store; notebook 03), in bfloat16 autocast with
+# `torch.compile`.
+#
+# - 200M tokens take hours on one GPU, not the seconds of `tiny` (the budget replication
+#   trained for hours too): each step is a forward pass of the LM on 4,096 tokens plus the
+#   SAE step. The trainer checkpoints every 5,000 steps; rerunning
+#   the notebook (or `tinycourse run --preset replication --stages sae`) resumes.
+# - Several SAEs at once: `train_sweep` feeds each batch to every SAE of a list (different
+#   k, l1_coeff or widths), so the LM runs once for all of them; `cfg.eval.sweep_values`
+#   lists the preset's sweep.
+# - The extra trainings of this notebook use 2M tokens each on `small` and 20M on
+#   `replication` (streamed through the LM), and the ReLU SAE keeps the preset's
+#   `l1_coeff` and learning rate: its L0 is printed, not asserted (choose `l1_coeff` from
+#   the sweep). The transcoder reads the MLP the preset collects, or MLP 0.
+# - Expect the FVE to be lower than on `tiny` at the same L0: a real model's residual
+#   stream holds far more features than storyworld has (Templeton et al. report ≥ 65% at
+#   L0 < 300 on Claude 3 Sonnet).
