@@ -131,6 +131,24 @@ def test_sparse_training_path_equals_the_dense_one(kind, transcoder):
         torch.testing.assert_close(sparse_grads[name], dense_grads[name], msg=name)
 
 
+def test_auxk_loss_is_the_same_decoded_sparsely_or_densely(monkeypatch):
+    """CPUs decode AuxK's latents with embedding_bag, GPUs with a matmul (see
+    sparse_decode_pays): both branches must give one loss and one gradient."""
+    sae = SparseAutoencoder(cfg("topk", d_sae=64, k=4), d_in=16)
+    pre, error, target = torch.randn(32, 64), torch.randn(32, 16), torch.randn(32, 16)
+    dead = torch.arange(64) % 3 == 0
+    results = []
+    for pays in (True, False):
+        monkeypatch.setattr(sae_module, "sparse_decode_pays", lambda device, pays=pays: pays)
+        sae.zero_grad()
+        loss = sae_module.auxk_loss(sae, pre, error, target, dead)
+        loss.backward()
+        results.append((loss.detach(), sae.W_dec.grad.clone()))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+    assert results[0][1].abs().sum() > 0
+
+
 def test_batchtopk_keeps_k_per_token_on_average_and_thresholds_in_eval():
     sae = SparseAutoencoder(cfg("batchtopk"), d_in=16)
     pre = torch.randn(10, 48) * torch.linspace(0.1, 3, 10)[:, None] + 2  # tokens differ

@@ -150,6 +150,14 @@ def batch_topk_entries(pre: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     return F.relu(values[order]), indices // pre.shape[-1], indices % pre.shape[-1]
 
 
+def sparse_decode_pays(device: torch.device) -> bool:
+    """Whether `sparse_decode` beats the dense product on this device. On CPUs it does
+    (a 1,024-latent topk training step on 2 cores: 10-12% faster). On an H100 it does not: embedding_bag's CUDA
+    backward sorts and scatters, and took 8 ms of a 13 ms bf16 step (16,384 latents,
+    d_in 768, batch 4096), while tensor cores do the dense decode in well under 1 ms."""
+    return torch.device(device).type == "cpu"
+
+
 def sparse_decode(values: Tensor, rows: Tensor, cols: Tensor, W_dec: Tensor,
                   n_rows: int) -> Tensor:
     """sum_j values_j * W_dec[cols_j] into row rows_j of an (n_rows, d_out) output, rows
@@ -296,11 +304,12 @@ class SparseAutoencoder(nn.Module):
 
         Training topk/batchtopk decode sparsely: only k latents of a token are on, so
         the decoder reads k rows of W_dec (`sparse_decode`) instead of multiplying a
-        mostly-zero (batch, d_sae) matrix, forward and backward; `latents` is then a
-        detached dense copy for the trainer's statistics."""
+        mostly-zero (batch, d_sae) matrix, forward and backward, on the CPU (see
+        `sparse_decode_pays`); `latents` is then a detached dense copy for the trainer's
+        statistics."""
         pre = self.pre_activations(x)
         if (self.training and self.kind in ("topk", "batchtopk") and torch.is_grad_enabled()
-                and pre.dim() == 2):
+                and pre.dim() == 2 and sparse_decode_pays(pre.device)):
             values, rows, cols = (topk_entries(pre, self.cfg.k) if self.kind == "topk"
                                   else batch_topk_entries(pre, self.cfg.k))
             reconstruction = sparse_decode(values, rows, cols, self.W_dec, len(pre)) + self.b_dec
@@ -423,9 +432,12 @@ def auxk_loss(sae: SparseAutoencoder, pre: Tensor, error: Tensor, target: Tensor
     pre (batch, d_sae), error and target (batch, d_out), dead (d_sae) -> scalar
     """
     candidates = pre.masked_fill(~dead, -torch.inf)  # only dead latents compete
-    # relu(-inf) = 0 where too few are dead; decoded sparsely (aux_k rows a token)
-    values, rows, cols = topk_entries(candidates, sae.aux_k)
-    error_hat = sparse_decode(values, rows, cols, sae.W_dec.float(), len(pre))
+    # relu(-inf) = 0 where too few are dead; aux_k rows a token, decoded sparsely on CPUs
+    if sparse_decode_pays(pre.device):
+        values, rows, cols = topk_entries(candidates, sae.aux_k)
+        error_hat = sparse_decode(values, rows, cols, sae.W_dec.float(), len(pre))
+    else:
+        error_hat = topk_relu(candidates, sae.aux_k) @ sae.W_dec.float()
     error_var = (error - error.mean(0)).pow(2).sum().clamp_min(1e-12)
     target_var = (target - target.mean(0)).pow(2).sum(-1).mean().detach()
     loss = (error_hat - error).pow(2).sum() / error_var * target_var
@@ -484,5 +496,5 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
 __all__ = [
     "SparseAutoencoder", "SAEOutput", "SAELoss", "sae_loss", "auxk_loss", "save_sae", "load_sae",
     "geometric_median", "topk_relu", "batch_topk_relu", "topk_entries", "batch_topk_entries",
-    "sparse_decode", "JumpReLUFunction", "StepFunction",
+    "sparse_decode", "sparse_decode_pays", "JumpReLUFunction", "StepFunction",
 ]
