@@ -167,16 +167,17 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, shards: Shards, out_dir: Pa
             f"{cfg.grad_accum} micro-batches on each of {world_size} processes"
         )
     is_main = rank == 0
-    passes = cfg.max_steps * cfg.batch_size * model_cfg.n_ctx / max(len(shards.tokens("train")), 1)
+    n_train = len(shards.tokens("train"))
+    passes = cfg.max_steps * cfg.batch_size * model_cfg.n_ctx / max(n_train, 1)
     if passes > MANY_PASSES and is_main:
         # A small file (the 2 MiB sample, say) under a preset sized for 100K stories: the
         # model memorises it and validation loss climbs after a few passes.
+        fitting_steps = max(1, int(cfg.max_steps * (MANY_PASSES // 2) / passes))
         warnings.warn(
             f"train.max_steps={cfg.max_steps} x batch {cfg.batch_size} x n_ctx {model_cfg.n_ctx} "
-            f"is {passes:.0f} passes over the {len(shards.tokens('train')):,} training tokens: "
-            f"expect the model to memorise them and validation loss to rise. Use more text or "
-            f"fewer steps, e.g. --set train.max_steps="
-            f"{max(1, int(cfg.max_steps * MANY_PASSES / passes / 2))} (about {MANY_PASSES // 2} passes)", stacklevel=3)
+            f"is {passes:.0f} passes over the {n_train:,} training tokens: expect the model to "
+            f"memorise them and validation loss to rise. Use more text or fewer steps, e.g. "
+            f"--set train.max_steps={fitting_steps} (about {MANY_PASSES // 2} passes)", stacklevel=3)
     fingerprint = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(cfg),
                    "world_size": world_size}
     run_hash = config_hash(fingerprint)
