@@ -324,11 +324,14 @@ def test_geometric_median_resists_outliers():
     assert pull.norm() < 1.0
 
 
-@pytest.mark.parametrize("how", ["geometric_median", "mean", "zeros"])
-def test_init_b_dec(how):
-    sae = SparseAutoencoder(cfg(b_dec_init=how), d_in=8)
+@pytest.mark.parametrize("kind", ["relu", "topk"])
+@pytest.mark.parametrize("how", ["auto", "geometric_median", "mean", "zeros"])
+def test_init_b_dec(how, kind):
+    sae = SparseAutoencoder(cfg(kind, b_dec_init=how), d_in=8)
     sample = torch.randn(100, 8) + 2
     sae.init_b_dec(sample)
+    if how == "auto":  # relu: Anthropic's zeros; topk: Gao et al.'s geometric median
+        how = "zeros" if kind == "relu" else "geometric_median"
     expected = {"geometric_median": geometric_median(sample), "mean": sample.mean(0),
                 "zeros": torch.zeros(8)}[how]
     torch.testing.assert_close(sae.b_dec.detach(), expected)

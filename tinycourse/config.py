@@ -213,7 +213,10 @@ class SAEConfig:
     aux_coeff: float = 1 / 32  # topk/batchtopk: weight of the AuxK loss
     dead_after_tokens: int = 100_000  # a latent silent this many tokens counts as dead
     skip_connection: bool = False  # transcoders: add a linear skip path W_skip x
-    b_dec_init: str = "geometric_median"  # geometric_median | mean | zeros
+    # auto: zeros for relu, as SAELens's standard SAE starts (on the tiny store: FVE 0.597 at
+    # L0 26.0, against 0.583 at 28.4 from the geometric median), the geometric median
+    # otherwise (Gao et al. 2024) | geometric_median | mean | zeros
+    b_dec_init: str = "auto"
     n_tokens: int = 2_000_000  # training tokens (passes over the store as needed)
     batch_size: int = 1024
     lr: float = 4e-4
@@ -226,7 +229,7 @@ class SAEConfig:
 
     def __post_init__(self) -> None:
         _check_choice("sae.kind", self.kind, ("relu", "topk", "batchtopk", "jumprelu"))
-        _check_choice("sae.b_dec_init", self.b_dec_init, ("geometric_median", "mean", "zeros"))
+        _check_choice("sae.b_dec_init", self.b_dec_init, ("auto", "geometric_median", "mean", "zeros"))
         _check_choice("sae.dtype", self.dtype, ("float32", "bfloat16"))
         for name in ("d_sae", "k", "n_tokens", "batch_size", "lr", "checkpoint_every"):
             _check_positive(f"sae.{name}", getattr(self, name))

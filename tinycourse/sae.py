@@ -326,11 +326,15 @@ class SparseAutoencoder(nn.Module):
 
     @torch.no_grad()
     def init_b_dec(self, targets: Tensor) -> None:
-        """Start b_dec at the targets' geometric median, mean, or 0 (cfg.b_dec_init), in
-        the (scaled) space the module is trained in. targets (n, d_out)"""
-        if self.cfg.b_dec_init == "geometric_median":
+        """Start b_dec at the targets' geometric median, mean, or 0 (cfg.b_dec_init; auto
+        is 0 for relu, the geometric median otherwise), in the (scaled) space the module
+        is trained in. targets (n, d_out)"""
+        how = self.cfg.b_dec_init
+        if how == "auto":
+            how = "zeros" if self.kind == "relu" else "geometric_median"
+        if how == "geometric_median":
             self.b_dec.copy_(geometric_median(targets.float()))
-        elif self.cfg.b_dec_init == "mean":
+        elif how == "mean":
             self.b_dec.copy_(targets.float().mean(0))
         else:
             self.b_dec.zero_()

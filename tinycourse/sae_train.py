@@ -179,8 +179,9 @@ def _train(cfgs: list[SAEConfig], folders: list[Path], out_dir: Path, source, *,
         if start >= total and all((m.folder / SUMMARY).exists() for m in members):
             return [json.loads((m.folder / SUMMARY).read_text()) for m in members]
     else:
-        # b_dec starts at the targets' geometric median (or mean), measured once on a
-        # sample of its own: the checkpoint keeps the result, so resuming never redoes it
+        # b_dec starts from the data (cfg.b_dec_init: geometric median, mean or 0),
+        # measured once on a sample of its own: the checkpoint keeps it, so resuming never
+        # redoes it
         _, targets = next(iter(source.batches(INIT_SAMPLES, seed=cfg0.seed + 1)))
         for member in members:
             member.sae.init_b_dec(targets.to(device, torch.float32) * output_scale)
