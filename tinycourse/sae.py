@@ -412,7 +412,7 @@ def sae_loss(sae: SparseAutoencoder, target: Tensor, out: SAEOutput, *,
         # Anthropic, April 2024: L1 of each latent times its decoder row's norm, so the
         # penalty can't be dodged by shrinking latents and growing decoder rows.
         # (= mean over tokens of sum_i f_i ||W_dec,i||, without a (batch, d_sae) product)
-        sparsity = out.latents.float().mean(0) @ sae.W_dec.norm(dim=-1)
+        sparsity = out.latents.mean(0, dtype=torch.float32) @ sae.W_dec.norm(dim=-1)
     elif sae.kind == "jumprelu":
         # Rajamanoharan et al. 2024: L0 = sum_i H(pre_i - theta_i), through StepFunction
         sparsity = StepFunction.apply(out.pre.float(), sae.threshold,

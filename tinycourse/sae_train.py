@@ -357,13 +357,13 @@ def _forward_backward(member: _Member, step: int, x_in: torch.Tensor,
         # fraction of variance explained on this batch: 1 - SSE / total sum of squares
         sse = (target - reconstruction).pow(2).sum()
         sst = (target - target.mean(0)).pow(2).sum()
-        fired = latents > 0
+        fires = torch.count_nonzero(latents, dim=0)  # (d_sae,) one pass, no bool copy
         # update the dead counters now: their use (AuxK) is over for this step
-        member.since_fired.copy_(torch.where(fired.any(0), 0, member.since_fired + len(x_in)))
+        member.since_fired.copy_(torch.where(fires > 0, 0, member.since_fired + len(x_in)))
         if sae.kind == "batchtopk":
             sae.update_inference_threshold(latents)
         return torch.stack([loss.total.detach(), loss.mse.detach(), loss.sparsity.detach(),
-                            loss.auxk.detach(), 1 - sse / sst, fired.count_nonzero() / len(x_in),
+                            loss.auxk.detach(), 1 - sse / sst, fires.sum() / len(x_in),
                             member.dead().float().mean()]).float()
 
 
