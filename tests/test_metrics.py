@@ -12,6 +12,7 @@ from tinycourse.metrics import (
     _Splicer,
     eval_windows,
     evaluate,
+    evaluate_with_density,
     latent_densities,
     pareto_front,
     sweep_rows,
@@ -248,6 +249,11 @@ def test_dead_and_dense_latents_are_counted(model, shards):
     assert density.shape == (40,) and (density[:3] == 0).all() and density[3] == 1
     assert sparsity["n_dead"] == int((density == 0).sum()) >= 3
     assert sparsity["dead_fraction"] == sparsity["n_dead"] / 40
+    # the eval stage's one-pass variant: the same metrics and the same densities
+    metrics, same_pass = evaluate_with_density(
+        model, sae, shards, dataclasses.replace(CFG, dense_threshold=0.9), progress=False)
+    np.testing.assert_array_equal(same_pass, density)
+    assert metrics["sparsity"] == sparsity
     assert sparsity["n_dense"] == int((density > 0.9).sum()) >= 1
     assert sparsity["l0_mean"] == pytest.approx(density.sum())
     assert sum(sparsity["l0_hist"]["counts"]) == n

@@ -40,8 +40,9 @@ windows: their size depends on the SAE's mean L0), and a second pass over the ke
 batches runs the interventions that needed the first pass complete: the mean ablation
 and the baselines spliced in.
 
-`evaluate` returns JSON-ready data for the report; `latent_densities` gives the
-per-latent densities (too long for the JSON) for notebooks; `sweep_rows` measures several
+`evaluate` returns JSON-ready data for the report; `evaluate_with_density` adds the
+per-latent densities (too long for the JSON) from the same pass, and `latent_densities`
+gives them alone; `sweep_rows` measures several
 SAEs in one pass for an L0 / FVE / CE-recovered Pareto plot.
 """
 
@@ -486,7 +487,19 @@ def _hooks_and_windows(model, sae, shards: Shards, cfg: EvalConfig, exclude_star
 def evaluate(model, sae: SparseAutoencoder, shards: Shards, cfg: EvalConfig, *,
              device: str | torch.device | None = None, progress: bool = True,
              exclude_start: bool = True) -> dict:
-    """Measure `sae` (an SAE or a transcoder) on `cfg.n_tokens` validation tokens.
+    """Measure `sae` (an SAE or a transcoder) on `cfg.n_tokens` validation tokens: the
+    metrics of `evaluate_with_density` alone."""
+    return evaluate_with_density(model, sae, shards, cfg, device=device, progress=progress,
+                                 exclude_start=exclude_start)[0]
+
+
+@torch.no_grad()
+def evaluate_with_density(model, sae: SparseAutoencoder, shards: Shards, cfg: EvalConfig, *,
+                          device: str | torch.device | None = None, progress: bool = True,
+                          exclude_start: bool = True) -> tuple[dict, np.ndarray]:
+    """Measure `sae` (an SAE or a transcoder) on `cfg.n_tokens` validation tokens; also
+    return each latent's firing density on them, (d_sae,) float64, as `latent_densities`
+    would, from the same pass.
 
     Returns JSON-ready data: {"n_tokens", "hook_in", "hook_out", "kind", "d_sae",
     "reconstruction": {"mse", "nmse", "fve", "cosine", "fve_per_channel"},
@@ -557,7 +570,7 @@ def evaluate(model, sae: SparseAutoencoder, shards: Shards, cfg: EvalConfig, *,
             "kl_spliced": _float(tally.kl["sae"] / n),
         },
         "baselines": rows,
-    }
+    }, density.numpy()
 
 
 def _trim(counts: Tensor) -> Tensor:
@@ -622,6 +635,7 @@ __all__ = [
     "RandomDictionary",
     "eval_windows",
     "evaluate",
+    "evaluate_with_density",
     "fit_baselines",
     "latent_densities",
     "pareto_front",

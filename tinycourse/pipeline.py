@@ -320,7 +320,7 @@ def build_eval(run: Run, folder: Path) -> dict:
 
     import numpy as np
 
-    from .metrics import evaluate, latent_densities
+    from .metrics import evaluate_with_density
     from .model import load_model
     from .sae import load_sae
 
@@ -331,9 +331,9 @@ def build_eval(run: Run, folder: Path) -> dict:
     cfg = run.cfg.eval
     # the tokens the SAE was trained on decide which positions count (see metrics)
     exclude_start = run.cfg.activations.exclude_start
-    metrics = evaluate(model, sae, shards, cfg, device=device, exclude_start=exclude_start)
+    metrics, density = evaluate_with_density(model, sae, shards, cfg, device=device,
+                                             exclude_start=exclude_start)
     atomic_write_json(folder / "metrics.json", metrics)
-    density = latent_densities(model, sae, shards, cfg, device=device, exclude_start=exclude_start)
     buffer = io.BytesIO()
     np.save(buffer, density)
     atomic_write_bytes(folder / "latent_density.npy", buffer.getvalue())
