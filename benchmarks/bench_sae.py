@@ -35,10 +35,9 @@ Adam, LR scheduler, L1 warm-up, dead-feature tracking, grad clipping, and the
 batches, folded into the weights at the end), wandb off.
 
 Recipes. relu = Anthropic's April 2024 update on both sides: L1 of latents weighted by
-decoder-row norms with the same coefficient semantics (per-token sum, batch mean, on
-inputs normalised to norm ~sqrt(d_in): SAELens sets E||x|| = sqrt(d_in), ours
-E||x||^2 = d_in), L1 warm-up over the first 5% of steps, linear LR decay to 0 over the
-last 20%, decoder rows initialised at norm 0.1 with encoder = decoder^T, Adam (0.9, 0.999),
+decoder-row norms with the same coefficient semantics (per-token sum, batch mean), L1
+warm-up over the first 5% of steps, no LR warm-up, linear LR decay to 0 over the last
+20%, decoder rows initialised at norm 0.1 with encoder = decoder^T, Adam (0.9, 0.999),
 grad-norm clip 1. SAELens's documented standard-SAE recipe is used as written
 (`StandardTrainingSAEConfig(normalize_activations="expected_average_only_in",
 l1_coefficient=5, l1_warm_up_steps=5% of steps)`, `lr_warm_up_steps=0`, `lr_decay_steps=20%`)
@@ -46,18 +45,32 @@ except the learning rate: its 5e-5 is sized for 30K steps of 4096 tokens, so bot
 `--lr-relu` (`--saelens-lr-relu 5e-5` runs the tutorial's value). topk: the same k;
 `TopKTrainingSAEConfig` defaults (rescale_acts_by_decoder_norm, AuxK coefficient 1,
 decoder init norm 0.1) plus `expected_average_only_in`; SAELens documents no topk LR
-recipe, so both get `--lr-topk` with our warm-up and decay. Each keeps its own dead-latent
-rule (ours: silent 100K tokens; SAELens: 1000 steps).
+recipe, so both get `--lr-topk` with `--lr-warmup-steps` and the decay. Each keeps its own
+dead-latent rule (ours: silent 100K tokens; SAELens: 1000 steps).
 
-Timing: lockstep. Every trainer of a comparison runs in one process, each in its own
-thread, and they take turns one training step at a time (a step = everything between
-two batch requests: data, forward, backward, optimizer, bookkeeping). Only one computes
-at any moment, so load from other jobs on a shared machine hits all of them alike;
-tokens/s = batch_size / median step time (the first steps, with compilation, and
-SAELens's norm-estimate requests excluded). First a short lockstep probe of every mode
-of ours (fp32 / bf16 autocast, eager / torch.compile; plus SAELens as recommended and,
-for reference, SAELens with its GPU tip autocast=True); the full run then puts ours in
-its fastest mode against SAELens as recommended on this device (fp32, eager on CPU).
+Input scale. An L1 coefficient means something only against a given input norm. SAELens
+scales inputs so that E||x|| = sqrt(d_in) (estimated on its first batches); the course's
+stores record the constant for E||x||^2 = d_in, a few percent smaller (2.6% on the tiny
+run's residual stream), which makes the same l1 bite harder. So that both trainers solve
+the same problem, ours gets SAELens's convention, computed on the training rows
+(`--norm mean-norm`, the default); `--norm store` uses the store's constant.
+
+Timing. A step is everything between two batch requests (data, forward, backward,
+optimizer, bookkeeping); tokens/s = batch_size / median step time, the first steps (with
+compilation) and SAELens's norm-estimate requests excluded. First a short probe of every
+mode of ours (fp32 / bf16 autocast, eager / torch.compile; plus SAELens as recommended
+and, for reference, SAELens with its GPU tip autocast=True) picks ours' fastest; the
+full runs then put it against SAELens as recommended on this device (fp32, eager on CPU).
+The probe runs its trainers in lockstep: one process, a thread each, taking turns one
+step at a time, so load from other jobs on a shared machine hits all of them alike.
+The full runs by default (`--timing alone`) run each trainer alone in its own process,
+as training is run, alternating which goes first from one repeat to the next; take the
+median of several `--repeats` on a shared machine. `--timing lockstep` runs them in
+lockstep instead, which is fairer to noise but not to the faster trainer: every turn
+refills the caches and wakes a second OpenMP team, a fixed cost per step that real
+training never pays (on the 2-core CPU, a 1,024-latent ReLU step of ours took 3.2-4.3 ms
+alone, 5.2-5.5 ms alternating with a SAELens step in one thread, 6.4-9.2 ms in lockstep
+threads; SAELens's own step moved from 18-19 ms to 19-25 ms).
 
 Quality: after the full lockstep run, FVE = 1 - sum ||x - x_hat||^2 / sum ||x - mean x||^2
 and L0 = mean active latents per token, on the held-out rows, in eval mode, raw units.
@@ -210,10 +223,12 @@ class InMemorySource:
         return stream
 
 
-def load_rows(store_path: str, hook: str, held_out: int):
+def load_rows(store_path: str, hook: str, held_out: int, norm: str = "store"):
     """(train float32 (n, d), held-out float32 (m, d), input scale) from a store; the
     held-out rows are the store's last whole windows (collection order is a seeded
-    shuffle of windows, so they are contexts the training rows never saw)."""
+    shuffle of windows, so they are contexts the training rows never saw). The scale is
+    the store's (E||x||^2 = d) or, with norm="mean-norm", SAELens's E||x|| = sqrt(d)
+    measured on the training rows."""
     import numpy as np
     import torch
 
@@ -225,7 +240,10 @@ def load_rows(store_path: str, hook: str, held_out: int):
     cut = len(x) - held_out
     while cut > 0 and window[cut - 1] == window[cut]:  # back up to a window boundary
         cut -= 1
-    return x[:cut], x[cut:], store.scale(hook)
+    train = x[:cut]
+    if norm == "mean-norm":
+        return train, x[cut:], float(train.shape[1] ** 0.5 / train.norm(dim=-1).mean())
+    return train, x[cut:], store.scale(hook)
 
 
 def held_out_metrics(forward, x, batch: int = 4096) -> dict:
@@ -246,6 +264,11 @@ def held_out_metrics(forward, x, batch: int = 4096) -> dict:
 
 # --- the two trainers ------------------------------------------------------------------------
 
+def lr_warmup_steps(p: dict) -> int:
+    """The LR warm-up both trainers get: none for relu (the documented recipe)."""
+    return 0 if p["kind"] == "relu" else p["lr_warmup_steps"]
+
+
 def run_ours(p: dict, source: InMemorySource, device):
     """Train with `train_sae`; -> (forward on raw x, extras)."""
     from tinycourse.config import SAEConfig
@@ -257,7 +280,7 @@ def run_ours(p: dict, source: InMemorySource, device):
     cfg = SAEConfig(
         kind=p["kind"], hook_in=p["hook"], d_sae=p["d_sae"], k=p["k"], l1_coeff=p["l1"],
         n_tokens=steps * p["batch_size"], batch_size=p["batch_size"], lr=p["lr"],
-        lr_warmup_steps=p["lr_warmup_steps"], lr_decay_frac=0.2, l1_warmup_frac=0.05,
+        lr_warmup_steps=lr_warmup_steps(p), lr_decay_frac=0.2, l1_warmup_frac=0.05,
         dtype=dtype, compile=compile_ == "compile", seed=source.train_seed)
     with tempfile.TemporaryDirectory(prefix="bench_sae_ours_") as out_dir:
         summary = train_sae(cfg, source, out_dir, device=device, progress=False,
@@ -285,17 +308,15 @@ def run_saelens(p: dict, source: InMemorySource, device):
     if p["kind"] == "relu":
         sae = StandardTrainingSAE(StandardTrainingSAEConfig(
             **common, l1_coefficient=p["l1"], l1_warm_up_steps=steps // 20))
-        lr_warm_up_steps = 0  # the documented standard-SAE recipe
     elif p["kind"] == "topk":
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(**common, k=p["k"]))
-        lr_warm_up_steps = p["lr_warmup_steps"]
     else:
         raise ValueError(f"no SAELens counterpart wired up for kind {p['kind']!r}")
     n_norm = p["n_norm_batches"]
     cfg = SAETrainerConfig(
         total_training_samples=steps * batch, train_batch_size_samples=batch, lr=p["lr"],
         lr_end=p["lr"] / 10,  # what LanguageModelSAERunnerConfig fills in (constant: unused)
-        lr_warm_up_steps=lr_warm_up_steps, lr_decay_steps=steps // 5, device=str(device),
+        lr_warm_up_steps=lr_warmup_steps(p), lr_decay_steps=steps // 5, device=str(device),
         autocast=p["mode"] == "autocast", n_batches_for_norm_estimate=n_norm,
         logger=LoggingConfig(log_to_wandb=False))
     provider = (x for x, _ in source.batches(batch, seed=source.train_seed))
@@ -319,7 +340,7 @@ def prepare(spec: dict):
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
-    train, held, scale = load_rows(spec["store"], spec["hook"], spec["held_out"])
+    train, held, scale = load_rows(spec["store"], spec["hook"], spec["held_out"], spec["norm"])
     if device.type == "cuda":
         train, held = train.to(device), held.to(device)
     import torch._dynamo  # noqa: F401  sae_lens imports it, ours on its first Adam step: not
@@ -433,6 +454,17 @@ def launch(python: str, spec: dict, what: str, timeout: float = 3600):
     return None
 
 
+def run_full(python: str, spec: dict, parts: list[dict], timing: str, what: str) -> list[dict]:
+    """Train `parts` on `spec`: one after another, each alone in its own process, or all
+    in lockstep in one; -> their results (failures reported and left out)."""
+    if timing == "lockstep":
+        return launch(python, {**spec, "participants": parts},
+                      f"{what}, {len(parts)} in lockstep") or []
+    results = [launch(python, {**spec, "participants": [part]}, f"{what}, {part['trainer']} alone")
+               for part in parts]
+    return [r[0] for r in results if r]
+
+
 def has_saelens(python: str) -> tuple[bool, str]:
     proc = subprocess.run([python, "-c", "import sae_lens, torch; "
                            "print(sae_lens.__version__, torch.__version__)"],
@@ -495,7 +527,11 @@ def main() -> None:
     p.add_argument("--store", default=None, help="an activation store folder (with store.json)")
     p.add_argument("--hook", default=None, help="the store's hook to train on (default: its first)")
     p.add_argument("--held-out", type=int, default=16_384, help="held-out tokens (whole windows)")
-    p.add_argument("--repeats", type=int, default=1, help="full lockstep runs per kind (median)")
+    p.add_argument("--repeats", type=int, default=1, help="full runs per kind (median)")
+    p.add_argument("--timing", choices=("alone", "lockstep"), default="alone",
+                   help="full runs: each trainer alone in its own process, or all in lockstep")
+    p.add_argument("--norm", choices=("mean-norm", "store"), default="mean-norm",
+                   help="input scale: E||x|| = sqrt(d_in) as SAELens, or the store's constant")
     p.add_argument("--probe-steps", type=int, default=60,
                    help="lockstep steps of every mode in the probe (0: no probe)")
     p.add_argument("--our-mode", default=None, choices=OUR_MODES,
@@ -556,7 +592,7 @@ def main() -> None:
     base = dict(store=str(store_path), hook=hook, held_out=args.held_out, threads=threads,
                 device=device, d_sae=args.d_sae, batch_size=args.batch_size, k=args.k,
                 l1=args.l1, lr_warmup_steps=args.lr_warmup_steps,
-                n_norm_batches=args.n_norm_batches)
+                n_norm_batches=args.n_norm_batches, norm=args.norm)
     lr = {"relu": args.lr_relu, "topk": args.lr_topk}
     saelens_lr = {"relu": args.saelens_lr_relu or args.lr_relu, "topk": args.lr_topk}
 
@@ -587,7 +623,7 @@ def main() -> None:
                                    "<- used" if r["trainer"] == "ours" and r["mode"] == best[kind]
                                    else ""])
 
-    # 2. full runs: ours (fastest mode) and SAELens (as recommended) in lockstep
+    # 2. full runs: ours (fastest mode) and SAELens (as recommended), alone or in lockstep
     runs: dict[tuple, list[dict]] = {}
     for rep in range(args.repeats):
         for kind in kinds:
@@ -595,10 +631,9 @@ def main() -> None:
             if use_saelens:
                 parts.append({"trainer": "saelens", "mode": "float32", "lr": saelens_lr[kind]})
             spec = {**base, "worker": "lockstep", "kind": kind, "n_tokens": args.tokens,
-                    "participants": parts[:: -1 if rep % 2 else 1], "skip_steps": 10,
-                    "evaluate": True}
-            for r in launch(both_python, spec, f"full {kind} run {rep + 1} "
-                            f"({args.tokens:,} tokens, {len(parts)} in lockstep)") or []:
+                    "skip_steps": 10, "evaluate": True}
+            for r in run_full(both_python, spec, parts[:: -1 if rep % 2 else 1], args.timing,
+                              f"full {kind} run {rep + 1} ({args.tokens:,} tokens)"):
                 runs.setdefault((kind, args.d_sae, r["trainer"]), []).append(r)
 
     # 3. memory: each row alone in its own process
@@ -654,7 +689,9 @@ def main() -> None:
                      f"{r['fve']:.4f}", f"{r['l0']:.1f}", f"{100 * r['dead_frac']:.1f}",
                      f"{r['train_s']:.0f}"])
     print_table(headers, rows)
-    print(f"tokens/s: batch / median step time, trainers of a kind in lockstep in one process"
+    timing = ("each trainer alone in its own process" if args.timing == "alone" else
+              "trainers of a kind in lockstep in one process")
+    print(f"tokens/s: batch / median step time, {timing}"
           f"{f', median of {args.repeats} runs' if args.repeats > 1 else ''}; memory: "
           f"{args.memory_steps} steps alone in a subprocess; train s: time in its own steps.")
     if footnote:
@@ -714,9 +751,8 @@ def replication(args, base, lr, kinds, use_saelens, python, runs) -> str:
             parts.append({"trainer": "saelens", "mode": "float32", "lr": parts[0]["lr"]})
         spec = {**base, "worker": "lockstep", "store": path, "hook": hook, "kind": kind,
                 "d_sae": REPLICATION_D_SAE, "batch_size": REPLICATION_BATCH,
-                "n_tokens": args.replication_tokens,
-                "skip_steps": 10, "participants": parts, "evaluate": True}
-        for r in launch(python, spec, f"replication-size {kind}") or []:
+                "n_tokens": args.replication_tokens, "skip_steps": 10, "evaluate": True}
+        for r in run_full(python, spec, parts, args.timing, f"replication-size {kind}"):
             runs[(kind, REPLICATION_D_SAE, r["trainer"])] = [r]
         if args.memory_steps:
             for part in parts:

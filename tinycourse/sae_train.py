@@ -312,13 +312,24 @@ _STAT_NAMES = ("loss", "mse", "sparsity", "auxk", "fve", "l0", "dead_fraction")
 
 
 def _make_step_fn(sae: SparseAutoencoder, device: torch.device, cfg: SAEConfig):
-    """forward + loss of one SAE, under bf16 autocast if asked, compiled if asked."""
+    """forward, loss and the step's statistics of one SAE, under bf16 autocast if asked,
+    compiled if asked. The statistics are computed here, not after, so that compiled they
+    fuse into the kernels that make the latents: on a CPU an eager count of firing latents
+    over (batch, d_sae) cost as much as the encoder's matmul."""
 
     def step_fn(x_in, target, coeff, dead):
         bf16 = cfg.dtype == "bfloat16"
         with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
             out = sae(x_in)
-            return out, sae_loss(sae, target, out, penalty_coeff=coeff, dead=dead)
+            loss = sae_loss(sae, target, out, penalty_coeff=coeff, dead=dead)
+        latents = out.latents.detach()
+        # latents are >= 0, so sign() is the firing indicator; summed in fp32, counts are exact
+        fires = latents.sign().sum(0, dtype=torch.float32)  # (d_sae,)
+        sse = (target - out.reconstruction.detach().float()).pow(2).sum()
+        sst = (target - target.mean(0)).pow(2).sum()
+        stats = torch.stack([loss.total.detach(), loss.mse.detach(), loss.sparsity.detach(),
+                             loss.auxk.detach(), 1 - sse / sst, fires.sum() / len(x_in)])
+        return loss.total, stats.float(), fires, latents
 
     if not cfg.compile:
         return step_fn
@@ -350,21 +361,14 @@ def _forward_backward(member: _Member, step: int, x_in: torch.Tensor,
     dead = member.dead() if cfg.kind in ("topk", "batchtopk") else None
     if dead is not None and not dead.any():  # AuxK would be 0: skip its cost (a cheap sync)
         dead = None
-    out, loss = member.step_fn(x_in, target, coeff, dead)
-    loss.total.backward()
+    total, stats, fires, latents = member.step_fn(x_in, target, coeff, dead)
+    total.backward()
     with torch.no_grad():
-        reconstruction, latents = out.reconstruction.float(), out.latents.detach()
-        # fraction of variance explained on this batch: 1 - SSE / total sum of squares
-        sse = (target - reconstruction).pow(2).sum()
-        sst = (target - target.mean(0)).pow(2).sum()
-        fires = torch.count_nonzero(latents, dim=0)  # (d_sae,) one pass, no bool copy
         # update the dead counters now: their use (AuxK) is over for this step
         member.since_fired.copy_(torch.where(fires > 0, 0, member.since_fired + len(x_in)))
         if sae.kind == "batchtopk":
             sae.update_inference_threshold(latents)
-        return torch.stack([loss.total.detach(), loss.mse.detach(), loss.sparsity.detach(),
-                            loss.auxk.detach(), 1 - sse / sst, fires.sum() / len(x_in),
-                            member.dead().float().mean()]).float()
+        return torch.cat([stats, member.dead().float().mean()[None]])
 
 
 def _optimizer_step(member: _Member, step: int) -> None:
@@ -412,7 +416,7 @@ def _save_checkpoint(path: Path, members: list[_Member], step: int, fingerprint:
         "step": step,
         "members": [{"model": m.sae.state_dict(), "optimizer": m.optimizer.state_dict(),
                      "since_fired": m.since_fired} for m in members],
-                "config": fingerprint,
+        "config": fingerprint,
         "config_hash": run_hash,
     }
     save_checkpoint(path, state)
@@ -450,12 +454,6 @@ def _check_fingerprint(state: dict, fingerprint: dict, run_hash: str, path: Path
         f"({'; '.join(changes) or 'unknown differences'}). Resume with the same configs, or "
         f"start over in a new out_dir (or delete the checkpoint)."
     )
-
-
-
-
-
-
 
 
 __all__ = ["train_sae", "train_sweep", "SAETrainingDiverged", "lr_at", "penalty_at", "default_name"]
