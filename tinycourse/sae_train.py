@@ -300,8 +300,10 @@ def _new_member(cfg: SAEConfig, folder: Path, d_in: int, d_out: int, device: tor
     sae.input_scale.fill_(input_scale)
     sae.output_scale.fill_(output_scale)
     # plain Adam, no weight decay: the recipes of Anthropic (April 2024) and Gao et al.
+    # Fused: one kernel a parameter instead of a dozen foreach passes (on 2 CPU cores the
+    # 1,024-latent update took 0.33 ms instead of 0.51, a twentieth of a step)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=ADAM_BETAS,
-                                 fused=True if device.type == "cuda" else None)
+                                 fused=True if device.type in ("cuda", "cpu") else None)
     since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
     return _Member(cfg, folder, sae, optimizer, since_fired, _make_step_fn(sae, device, cfg))
 
