@@ -242,6 +242,33 @@ def test_jumprelu_loss_counts_active_latents():
     torch.testing.assert_close(loss.total, loss.mse + 0.1 * loss.sparsity)
 
 
+@pytest.mark.parametrize("n_dead", [3, 20, 48])
+def test_auxk_loss_matches_the_masked_definition(n_dead):
+    """AuxK reads only the dead latents' columns; written out over all latents instead
+    (the others masked to -inf, fewer dead than aux_k leaving zeros), it is the same loss
+    with the same gradients."""
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(cfg("topk", aux_k=8), d_in=16)
+    pre = torch.randn(32, 48, requires_grad=True)
+    error, target = torch.randn(32, 16), torch.randn(32, 16)
+    dead = torch.zeros(48, dtype=torch.bool)
+    dead[torch.randperm(48)[:n_dead]] = True
+    results = []
+    for reference in (False, True):
+        sae.zero_grad()
+        pre.grad = None
+        if reference:
+            error_hat = topk_relu(pre.masked_fill(~dead, -torch.inf), sae.aux_k) @ sae.W_dec
+            loss = ((error_hat - error).pow(2).sum() / (error - error.mean(0)).pow(2).sum()
+                    * (target - target.mean(0)).pow(2).sum(-1).mean())
+        else:
+            loss = sae_module.auxk_loss(sae, pre, error, target, dead)
+        loss.backward()
+        results.append((loss.detach(), sae.W_dec.grad.clone(), pre.grad.clone()))
+    for ours, ref in zip(*results):
+        torch.testing.assert_close(ours, ref)
+
+
 def test_auxk_trains_only_dead_latents_and_is_zero_without_them():
     sae = SparseAutoencoder(cfg("topk", aux_k=8), d_in=16)
     x = torch.randn(32, 16) * 4

@@ -213,6 +213,9 @@ def test_resume_after_a_kill_is_bitwise_identical(tmp_path):
         assert [drop(r) for r in rows_a] == [drop(r) for r in rows_b]
         if name.startswith(("topk", "batchtopk")):  # latents died and AuxK took part
             assert any(r["auxk"] > 0 for r in rows_a[10:15])
+            for r in rows_a:  # the logged loss is the one trained: AuxK (eager) included
+                expected = r["mse"] + SAEConfig().aux_coeff * r["auxk"]
+                assert r["loss"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 def test_a_finished_run_is_not_trained_again(tmp_path):

@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from .config import ConfigError, SAEConfig, config_hash
 from .resume import save_checkpoint, set_rng_state, truncate_jsonl
 from .rundir import atomic_write_json
-from .sae import UNIT_NORM_KINDS, SparseAutoencoder, sae_loss, save_sae
+from .sae import UNIT_NORM_KINDS, SparseAutoencoder, auxk_loss, sae_loss, save_sae
 
 CHECKPOINT, METRICS, SUMMARY = "checkpoint.pt", "metrics.jsonl", "summary.json"
 GRAD_CLIP = 1.0
@@ -314,16 +314,17 @@ _STAT_NAMES = ("loss", "mse", "sparsity", "auxk", "fve", "l0", "dead_fraction")
 
 
 def _make_step_fn(sae: SparseAutoencoder, device: torch.device, cfg: SAEConfig):
-    """forward, loss and the step's statistics of one SAE, under bf16 autocast if asked,
-    compiled if asked. The statistics are computed here, not after, so that compiled they
-    fuse into the kernels that make the latents: on a CPU an eager count of firing latents
-    over (batch, d_sae) cost as much as the encoder's matmul."""
+    """forward, loss (AuxK aside, see `_forward_backward`) and the step's statistics of
+    one SAE, under bf16 autocast if asked, compiled if asked. The statistics are computed
+    here, not after, so that compiled they fuse into the kernels that make the latents:
+    on a CPU an eager count of firing latents over (batch, d_sae) cost as much as the
+    encoder's matmul."""
 
-    def step_fn(x_in, target, coeff, dead):
+    def step_fn(x_in, target, coeff, for_auxk: bool):
         bf16 = cfg.dtype == "bfloat16"
         with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
             out = sae(x_in)
-            loss = sae_loss(sae, target, out, penalty_coeff=coeff, dead=dead)
+            loss = sae_loss(sae, target, out, penalty_coeff=coeff)
         latents = out.latents.detach()
         # latents are >= 0, so sign() is the firing indicator; summed in fp32, counts are exact
         fires = latents.sign().sum(0, dtype=torch.float32)  # (d_sae,)
@@ -331,7 +332,10 @@ def _make_step_fn(sae: SparseAutoencoder, device: torch.device, cfg: SAEConfig):
         sst = (target - target.mean(0)).pow(2).sum()
         stats = torch.stack([loss.total.detach(), loss.mse.detach(), loss.sparsity.detach(),
                              loss.auxk.detach(), 1 - sse / sst, fires.sum() / len(x_in)])
-        return loss.total, stats.float(), fires, latents
+        # outputs only where needed: a compiled graph materialises each one, and takes
+        # (zeros, if autograd has none) a gradient for each that requires one
+        return (loss.total, stats.float(), fires, latents if sae.kind == "batchtopk" else None,
+                (out.pre, out.reconstruction) if for_auxk else None)
 
     if not cfg.compile:
         return step_fn
@@ -360,10 +364,19 @@ def _forward_backward(member: _Member, step: int, x_in: torch.Tensor,
     caller syncs once for every SAE of the sweep)."""
     sae, cfg = member.sae, member.cfg
     coeff = torch.tensor(penalty_at(step, cfg), device=x_in.device)  # a tensor: no recompiles
-    dead = member.dead() if cfg.kind in ("topk", "batchtopk") else None
-    if dead is not None and not dead.any():  # AuxK would be 0: skip its cost (a cheap sync)
-        dead = None
-    total, stats, fires, latents = member.step_fn(x_in, target, coeff, dead)
+    dead = member.dead()
+    for_auxk = bool(cfg.kind in ("topk", "batchtopk") and cfg.aux_coeff and dead.any())
+    total, stats, fires, latents, for_auxk_out = member.step_fn(x_in, target, coeff, for_auxk)
+    if for_auxk:
+        # AuxK runs eagerly, outside the compiled graph: it reads only the dead latents,
+        # a number that changes from step to step (a compiled graph would recompile)
+        pre, reconstruction = for_auxk_out
+        error = target - reconstruction.detach().float()
+        auxk = auxk_loss(sae, pre, error, target, dead)
+        total = total + cfg.aux_coeff * auxk
+        with torch.no_grad():
+            stats[_STAT_NAMES.index("loss")] += cfg.aux_coeff * auxk
+            stats[_STAT_NAMES.index("auxk")] = auxk
     total.backward()
     with torch.no_grad():
         # update the dead counters now: their use (AuxK) is over for this step
