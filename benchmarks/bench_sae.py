@@ -38,8 +38,8 @@ Recipes. relu = Anthropic's April 2024 update on both sides: L1 of latents weigh
 decoder-row norms with the same coefficient semantics (per-token sum, batch mean), L1
 warm-up over the first 5% of steps, no LR warm-up (SAELens's recipe below), linear LR
 decay to 0 over the last 20%, decoder rows initialised at norm 0.1 with encoder =
-decoder^T, Adam (0.9, 0.999), grad-norm clip 1. SAELens's documented standard-SAE recipe is used as written
-(`StandardTrainingSAEConfig(normalize_activations="expected_average_only_in",
+decoder^T, Adam (0.9, 0.999), grad-norm clip 1. SAELens's documented standard-SAE recipe
+is used as written (`StandardTrainingSAEConfig(normalize_activations="expected_average_only_in",
 l1_coefficient=5, l1_warm_up_steps=5% of steps)`, `lr_warm_up_steps=0`, `lr_decay_steps=20%`)
 except the learning rate: its 5e-5 is sized for 30K steps of 4096 tokens, so both get
 `--lr-relu` (`--saelens-lr-relu 5e-5` runs the tutorial's value). topk: the same k;
