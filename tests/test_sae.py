@@ -141,7 +141,8 @@ def test_auxk_loss_is_the_same_decoded_sparsely_or_densely(monkeypatch):
     for pays in (True, False):
         monkeypatch.setattr(sae_module, "sparse_decode_pays", lambda device, pays=pays: pays)
         sae.zero_grad()
-        loss = sae_module.auxk_loss(sae, pre, error, target, dead)
+        dead_ids = dead.nonzero().squeeze(-1)
+        loss = sae_module.auxk_loss(sae, pre[:, dead_ids], dead_ids, error, target)
         loss.backward()
         results.append((loss.detach(), sae.W_dec.grad.clone()))
     torch.testing.assert_close(results[0][0], results[1][0])
@@ -244,9 +245,9 @@ def test_jumprelu_loss_counts_active_latents():
 
 @pytest.mark.parametrize("n_dead", [3, 20, 48])
 def test_auxk_loss_matches_the_masked_definition(n_dead):
-    """AuxK reads only the dead latents' columns; written out over all latents instead
-    (the others masked to -inf, fewer dead than aux_k leaving zeros), it is the same loss
-    with the same gradients."""
+    """AuxK reads only the dead latents' pre-activations and decoder rows; written out
+    over all latents instead (the others masked to -inf, fewer dead than aux_k leaving
+    zeros), it is the same loss with the same gradients."""
     torch.manual_seed(0)
     sae = SparseAutoencoder(cfg("topk", aux_k=8), d_in=16)
     pre = torch.randn(32, 48, requires_grad=True)
@@ -262,11 +263,39 @@ def test_auxk_loss_matches_the_masked_definition(n_dead):
             loss = ((error_hat - error).pow(2).sum() / (error - error.mean(0)).pow(2).sum()
                     * (target - target.mean(0)).pow(2).sum(-1).mean())
         else:
-            loss = sae_module.auxk_loss(sae, pre, error, target, dead)
+            dead_ids = dead.nonzero().squeeze(-1)
+            loss = sae_module.auxk_loss(sae, pre.index_select(-1, dead_ids), dead_ids, error,
+                                        target)
         loss.backward()
         results.append((loss.detach(), sae.W_dec.grad.clone(), pre.grad.clone()))
     for ours, ref in zip(*results):
         torch.testing.assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("transcoder", [False, True])
+def test_pre_activations_of_some_latents_are_those_columns(transcoder):
+    """AuxK's way in: the pre-activations of chosen latents alone, equal in value and in
+    every gradient to those columns of the full pre-activations (training mode, where
+    b_dec's gradient takes the matrix-vector route)."""
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(cfg("topk", hook_out="x" if transcoder else ""), d_in=16,
+                            d_out=12 if transcoder else None)
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_()
+    x, ids = torch.randn(32, 16), torch.tensor([3, 0, 47, 20])
+    weights = torch.randn(32, 4)
+    grads = []
+    for part in (True, False):
+        sae.zero_grad()
+        pre = sae.pre_activations(x, ids) if part else sae.pre_activations(x)[:, ids]
+        (pre * weights).sum().backward()
+        grads.append((pre.detach(), {n: p.grad.clone() for n, p in sae.named_parameters()
+                                     if p.grad is not None}))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    assert grads[0][1].keys() == grads[1][1].keys()
+    for name in grads[0][1]:
+        torch.testing.assert_close(grads[0][1][name], grads[1][1][name], msg=name)
 
 
 def test_auxk_trains_only_dead_latents_and_is_zero_without_them():

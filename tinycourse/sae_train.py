@@ -320,7 +320,7 @@ def _make_step_fn(sae: SparseAutoencoder, device: torch.device, cfg: SAEConfig):
     on a CPU an eager count of firing latents over (batch, d_sae) cost as much as the
     encoder's matmul."""
 
-    def step_fn(x_in, target, coeff, for_auxk: bool):
+    def step_fn(x_in, target, coeff):
         bf16 = cfg.dtype == "bfloat16"
         with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
             out = sae(x_in)
@@ -332,10 +332,10 @@ def _make_step_fn(sae: SparseAutoencoder, device: torch.device, cfg: SAEConfig):
         sst = (target - target.mean(0)).pow(2).sum()
         stats = torch.stack([loss.total.detach(), loss.mse.detach(), loss.sparsity.detach(),
                              loss.auxk.detach(), 1 - sse / sst, fires.sum() / len(x_in)])
-        # outputs only where needed: a compiled graph materialises each one, and takes
-        # (zeros, if autograd has none) a gradient for each that requires one
+        # outputs only where needed (a compiled graph materialises each one); none but the
+        # loss carries a gradient, or the backward would take one back for it
         return (loss.total, stats.float(), fires, latents if sae.kind == "batchtopk" else None,
-                (out.pre, out.reconstruction) if for_auxk else None)
+                out.reconstruction.detach())
 
     if not cfg.compile:
         return step_fn
@@ -365,14 +365,15 @@ def _forward_backward(member: _Member, step: int, x_in: torch.Tensor,
     sae, cfg = member.sae, member.cfg
     coeff = torch.tensor(penalty_at(step, cfg), device=x_in.device)  # a tensor: no recompiles
     dead = member.dead()
-    for_auxk = bool(cfg.kind in ("topk", "batchtopk") and cfg.aux_coeff and dead.any())
-    total, stats, fires, latents, for_auxk_out = member.step_fn(x_in, target, coeff, for_auxk)
-    if for_auxk:
-        # AuxK runs eagerly, outside the compiled graph: it reads only the dead latents,
-        # a number that changes from step to step (a compiled graph would recompile)
-        pre, reconstruction = for_auxk_out
-        error = target - reconstruction.detach().float()
-        auxk = auxk_loss(sae, pre, error, target, dead)
+    total, stats, fires, latents, reconstruction = member.step_fn(x_in, target, coeff)
+    if cfg.kind in ("topk", "batchtopk") and cfg.aux_coeff and dead.any():
+        # AuxK runs eagerly, outside the compiled graph, on the dead latents only: their
+        # pre-activations recomputed from x (batch x d_in x n_dead), cheaper than taking
+        # the compiled graph's whole (batch, d_sae) ones and their gradient back; and
+        # n_dead changes from step to step, which a compiled graph would recompile for
+        dead_ids = dead.nonzero().squeeze(-1)
+        error = target - reconstruction.float()
+        auxk = auxk_loss(sae, sae.pre_activations(x_in, dead_ids), dead_ids, error, target)
         total = total + cfg.aux_coeff * auxk
         with torch.no_grad():
             stats[_STAT_NAMES.index("loss")] += cfg.aux_coeff * auxk
