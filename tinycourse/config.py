@@ -229,7 +229,8 @@ class SAEConfig:
 
     def __post_init__(self) -> None:
         _check_choice("sae.kind", self.kind, ("relu", "topk", "batchtopk", "jumprelu"))
-        _check_choice("sae.b_dec_init", self.b_dec_init, ("auto", "geometric_median", "mean", "zeros"))
+        _check_choice("sae.b_dec_init", self.b_dec_init,
+                      ("auto", "geometric_median", "mean", "zeros"))
         _check_choice("sae.dtype", self.dtype, ("float32", "bfloat16"))
         for name in ("d_sae", "k", "n_tokens", "batch_size", "lr", "checkpoint_every"):
             _check_positive(f"sae.{name}", getattr(self, name))
