@@ -233,7 +233,7 @@ def load_rows(store_path: str, hook: str, held_out: int, norm: str = "store"):
     import numpy as np
     import torch
 
-    from tinycourse.activations import ActivationStore
+    from tinycourse.sae.activations import ActivationStore
 
     store = ActivationStore.open(store_path)
     x = torch.from_numpy(store.read(hook))
@@ -273,8 +273,8 @@ def lr_warmup_steps(p: dict) -> int:
 def run_ours(p: dict, source: InMemorySource, device):
     """Train with `train_sae`; -> (forward on raw x, extras)."""
     from tinycourse.config import SAEConfig
-    from tinycourse.sae import load_sae
-    from tinycourse.sae_train import train_sae
+    from tinycourse.sae.model import load_sae
+    from tinycourse.sae.train import train_sae
 
     dtype, _, compile_ = p["mode"].partition("+")
     steps = p["n_tokens"] // p["batch_size"]
@@ -410,10 +410,10 @@ def memory_worker(spec: dict) -> dict:
 def collect_worker(spec: dict) -> dict:
     import torch
 
-    from tinycourse.activations import BYTES_PER_VALUE, collect_activations
+    from tinycourse.sae.activations import BYTES_PER_VALUE, collect_activations
     from tinycourse.config import ActivationsConfig
-    from tinycourse.model import load_model
-    from tinycourse.shards import Shards
+    from tinycourse.lm.model import load_model
+    from tinycourse.corpus.shards import Shards
 
     torch.set_num_threads(spec["threads"])
     model = load_model(spec["lm"], device=spec["device"])
@@ -566,7 +566,7 @@ def main() -> None:
 
     import torch
 
-    from tinycourse.activations import ActivationStore
+    from tinycourse.sae.activations import ActivationStore
 
     t_start = time.time()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -720,10 +720,10 @@ def replication(args, base, lr, kinds, use_saelens, python, runs) -> str:
 
     import torch
 
-    from tinycourse.activations import ActivationStore, collect_activations
+    from tinycourse.sae.activations import ActivationStore, collect_activations
     from tinycourse.config import ActivationsConfig, preset
-    from tinycourse.model import GPT
-    from tinycourse.shards import Shards
+    from tinycourse.lm.model import GPT
+    from tinycourse.corpus.shards import Shards
 
     store = ActivationStore.open(base["store"])
     path, hook = base["store"], base["hook"]

@@ -5,8 +5,8 @@
 PATH defaults to the 2 MiB TinyStories sample `../shared/data/tinystories/train_head_2MiB.txt`
 (relative to the repository root). Rows:
 
-  train_bpe          our tokenizer training (`tinycourse.tokenizer.train_bpe`, vocab 4096)
-  write_split        our shard writer (`tinycourse.shards.write_split` into a temp file)
+  train_bpe          our tokenizer training (`tinycourse.corpus.tokenizer.train_bpe`, vocab 4096)
+  write_split        our shard writer (`tinycourse.corpus.shards.write_split` into a temp file)
   encode_batch       plain `tokenizers` `Tokenizer.encode_batch`, same tokenizer and batch
                      size, nothing written, ids not read out: the gate's reference (the
                      shard writer must keep >= 80% of its throughput)
@@ -95,9 +95,9 @@ def worker(row: str, data: Path, tok_dir: Path, vocab: int, batch: int) -> None:
 
     Replies are JSON lines on stdout. `done` replies with the peak memory and exits.
     """
-    from tinycourse.data import read_local
-    from tinycourse.shards import write_split
-    from tinycourse.tokenizer import build_remap, load_tokenizer, train_bpe
+    from tinycourse.corpus.sources import read_local
+    from tinycourse.corpus.shards import write_split
+    from tinycourse.corpus.tokenizer import build_remap, load_tokenizer, train_bpe
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the sample's cut-off last story is dropped
@@ -212,8 +212,8 @@ def main() -> None:
             f"TinyStories-train.txt."
         )
 
-    from tinycourse.data import read_local
-    from tinycourse.tokenizer import train_bpe
+    from tinycourse.corpus.sources import read_local
+    from tinycourse.corpus.tokenizer import train_bpe
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

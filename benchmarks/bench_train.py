@@ -9,7 +9,7 @@ synthetic random tokens. Timed steps alternate between the two models so that dr
 the machine's speed hits both alike; the table shows the median.
 
 Model FLOP utilisation (MFU) = achieved FLOP/s / peak FLOP/s, with FLOPs per token from
-`tinycourse.model.flops_per_token` (6 x non-embedding parameters + 12 x n_layers x n_ctx x
+`tinycourse.lm.model.flops_per_token` (6 x non-embedding parameters + 12 x n_layers x n_ctx x
 d_model, the PaLM / nanoGPT estimate) and the peak measured here with one large matmul
 in the mode's dtype (so it is this machine's practical peak, not a datasheet number).
 The hook points must cost nothing: ours should be within 5% of the reference.
@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinycourse.config import ModelConfig, TrainConfig, preset
-from tinycourse.model import GPT, count_parameters, flops_per_token
-from tinycourse.train import enable_tf32, lm_loss, make_optimizer
+from tinycourse.lm.model import GPT, count_parameters, flops_per_token
+from tinycourse.lm.train import enable_tf32, lm_loss, make_optimizer
 
 
 # --- the reference: nanoGPT's model, reduced to what our config describes -------------

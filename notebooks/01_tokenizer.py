@@ -45,10 +45,10 @@ from IPython.display import HTML, display
 
 import tinycourse.config
 from tinycourse.config import TokenizerConfig
-from tinycourse.data import iter_stories
+from tinycourse.corpus.sources import iter_stories
 from tinycourse.pipeline import Run, bytes_per_token
-from tinycourse.shards import WindowSampler
-from tinycourse.tokenizer import (UNK_TOKEN, build_remap, count_tokens, load_base_tokenizer,
+from tinycourse.corpus.shards import WindowSampler
+from tinycourse.corpus.tokenizer import (UNK_TOKEN, build_remap, count_tokens, load_base_tokenizer,
                                   train_bpe, unk_rates)
 
 cfg = tinycourse.config.preset(PRESET)

@@ -43,12 +43,12 @@ import torch
 from torch import nn
 
 from tinycourse.config import preset
-from tinycourse.hooks import HookPoint
-from tinycourse.model import (GPT, Attention, Block, count_parameters, flops_per_token,
+from tinycourse.lm.hooks import HookPoint
+from tinycourse.lm.model import (GPT, Attention, Block, count_parameters, flops_per_token,
                               generate_text)
 from tinycourse.pipeline import Run
-from tinycourse.storyworld import NAMES
-from tinycourse.train import lm_loss, lr_at, unigram_entropy
+from tinycourse.corpus.storyworld import NAMES
+from tinycourse.lm.train import lm_loss, lr_at, unigram_entropy
 
 cfg = preset(PRESET)
 run = Run(cfg)

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from IPython.display import HTML, display
 
-from tinycourse.activations import (ActivationStore, StreamingSource, _run_hooks,
+from tinycourse.sae.activations import (ActivationStore, StreamingSource, _run_hooks,
                                     collect_activations, disk_cost_table, format_bytes,
                                     hook_width, norm_scale, plan_windows)
 from tinycourse.config import PRESETS, preset
@@ -137,9 +137,8 @@ folder = run.ensure("activations")
 if store_cfg.storage == "stream":
     store_cfg = dataclasses.replace(store_cfg, storage="disk", n_tokens=200_000)
     folder = run.root / "notebook03" / "sample"
-    collect_activations(model, shards, store_cfg, folder, progress=False,
-                        device="cuda" if torch.cuda.is_available() else "cpu")
-    model.cpu()  # the collector moved it; the cells below run it on the CPU
+    collect_activations(run.model("cuda" if torch.cuda.is_available() else "cpu"), shards,
+                        store_cfg, folder, progress=False)
 store = ActivationStore.open(folder)
 for path in sorted(folder.iterdir()):
     print(f"{path.name:36s} {format_bytes(path.stat().st_size):>10s}")

@@ -49,12 +49,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from tinycourse.activations import ActivationStore, collect_activations
+from tinycourse.sae.activations import ActivationStore, collect_activations
 from tinycourse.config import config_hash, preset
 from tinycourse.pipeline import Run
-from tinycourse.sae import (JumpReLUFunction, auxk_loss, batch_topk_relu, load_sae, sae_loss,
+from tinycourse.sae.model import (JumpReLUFunction, auxk_loss, batch_topk_relu, load_sae, sae_loss,
                             topk_relu)
-from tinycourse.sae_train import lr_at, penalty_at, train_sae
+from tinycourse.sae.train import lr_at, penalty_at, train_sae
 
 cfg = preset(PRESET)
 run = Run(cfg)

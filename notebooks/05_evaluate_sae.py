@@ -45,10 +45,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from tinycourse import metrics
+from tinycourse.evaluate import metrics
 from tinycourse.config import preset
-from tinycourse.groundtruth import auroc, best_f1
-from tinycourse.metrics import eval_windows, pareto_front
+from tinycourse.evaluate.groundtruth import auroc, best_f1
+from tinycourse.evaluate.metrics import eval_windows, pareto_front
 from tinycourse.pipeline import Run
 
 cfg = preset(PRESET)
@@ -58,11 +58,14 @@ print(cfg.eval)
 
 # %% [markdown]
 # `run.ensure("eval")` builds the stage, and everything it needs, unless a previous run
-# built it with the same config. From nothing on `tiny` that is about three minutes on two
-# idle CPU cores (LM ~1 min, SAE ~35 s, sweep ~40 s, eval ~15 s); after notebooks 01-04
-# only the sweep and the evaluation are new.
+# built it with the same config. The sweep is an optional input of `eval` (evaluating one
+# SAE should not train six), so we ask for it first: then `eval` also measures every sweep
+# member on the same held-out tokens, the points of the Pareto plot. From nothing on
+# `tiny` that is about three minutes on two idle CPU cores (LM ~1 min, SAE ~35 s, sweep
+# ~40 s, eval ~15 s); after notebooks 01-04 only the sweep and the evaluation are new.
 
 # %%
+run.run(["sweep", "eval"])
 eval_dir = run.ensure("eval")
 m = json.loads((eval_dir / "metrics.json").read_text())
 sweep = sorted(json.loads((eval_dir / "sweep.json").read_text()), key=lambda r: r["l0"])

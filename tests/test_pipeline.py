@@ -7,8 +7,8 @@ import pytest
 
 from tinycourse.config import ConfigError, DataConfig, apply_overrides, preset
 from tinycourse.pipeline import Run, status
-from tinycourse.shards import Shards
-from tinycourse.tokenizer import load_tokenizer
+from tinycourse.corpus.shards import Shards
+from tinycourse.corpus.tokenizer import load_tokenizer
 
 SEP = "<|endoftext|>"
 DATA_STAGES = ["tokenizer", "shards"]

@@ -4,7 +4,8 @@ import os
 import pytest
 
 from tinycourse import rundir
-from tinycourse.rundir import RunDir, atomic_write_bytes
+from tinycourse.artifacts import atomic_write_bytes
+from tinycourse.rundir import RunDir
 
 
 def test_atomic_write_leaves_old_file_when_killed(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ The loaders are public and need no training code:
 
 __version__ = "0.1.0"
 
-_LAZY = {"load_model": "model", "load_sae": "sae", "preset": "config", "Run": "pipeline"}
+_LAZY = {"load_model": "lm.model", "load_sae": "sae.model", "preset": "config", "Run": "pipeline"}
 
 
 def __getattr__(name: str):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .config import PRESETS, ConfigError, apply_overrides, preset
-from .data import DataError
+from .corpus.sources import DataError
 from .pipeline import STAGES, Run, default_runs_dir, status
 
 
@@ -96,7 +96,7 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _storyworld(args: argparse.Namespace) -> None:
-    from .storyworld import generate_stories
+    from .corpus.storyworld import generate_stories
 
     for story in generate_stories(args.n, seed=args.seed):
         print(story.text)
@@ -104,7 +104,7 @@ def _storyworld(args: argparse.Namespace) -> None:
 
 
 def _export_sae(args: argparse.Namespace) -> None:
-    from .export import export_sae
+    from .sae.export import export_sae
 
     source = Path(args.source)
     if not source.exists():  # a run name: look it up where runs live

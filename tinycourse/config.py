@@ -306,7 +306,8 @@ class CourseConfig:
 PRESETS: dict[str, CourseConfig] = {
     # CPU, seconds to a few minutes, no network: 4,000 storyworld stories (~0.7M
     # tokens), a 1K-token BPE (storyworld's vocabulary is small), and a 2-layer model
-    # small enough that 400 steps of 32 x 128 tokens run in about a minute on 2 cores.
+    # small enough to train 400 steps of 32 x 128 tokens on a 2-core laptop CPU
+    # (measured stage times: benchmarks/README.md).
     "tiny": CourseConfig(
         preset="tiny",
         data=DataConfig(source="storyworld", max_stories=4000),
@@ -319,10 +320,10 @@ PRESETS: dict[str, CourseConfig] = {
         activations=ActivationsConfig(
             hooks=("blocks.1.hook_resid_pre", "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"),
             n_tokens=200_000),
-        # 8x expansion, k=16, ten passes over the store: ~40 s on 2 cores
+        # 8x expansion, k=16, ten passes over the store
         sae=SAEConfig(kind="topk", hook_in="blocks.1.hook_resid_pre", d_sae=1024, k=16,
                       n_tokens=2_000_000, batch_size=1024, lr=1e-3),
-        # four k values sharing one pass of 500K tokens: ~40 s
+        # four k values sharing one pass of 500K tokens
         sweep=SweepConfig(values=(4, 8, 16, 32), n_tokens=500_000),
     ),
     # Real TinyStories on a laptop (tens of minutes): the first 100K stories of the hub

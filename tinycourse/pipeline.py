@@ -21,10 +21,11 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, CourseConfig, config_hash
-from .data import iter_stories, source_fingerprint
-from .rundir import RunDir, atomic_write_bytes, atomic_write_json
-from .shards import Shards, token_dtype, write_split
-from .tokenizer import (BPETokenizer, RemapTokenizer, build_remap, load_base_tokenizer,
+from .corpus.sources import iter_stories, source_fingerprint
+from .artifacts import atomic_write_bytes, atomic_write_json, file_sha256
+from .rundir import RunDir
+from .corpus.shards import Shards, token_dtype, write_split
+from .corpus.tokenizer import (BPETokenizer, RemapTokenizer, build_remap, load_base_tokenizer,
                         load_tokenizer, train_bpe, unk_rates)
 
 
@@ -36,12 +37,14 @@ class Stage:
     build: Callable[["Run", Path], dict]
     resumable: bool = False  # keeps its folder across a rebuild (checkpoints)
     reads_all: bool = False  # reads every other finished stage (the report): they are its upstream
+    optional: tuple[str, ...] = ()  # read when finished, never built for this stage
 
     def upstream_of(self, run_dir: RunDir) -> tuple[str, ...]:
-        """The stages whose manifests this one records: `needs`, or for a `reads_all`
-        stage every other stage finished now, so it is stale once any of them changes."""
+        """The stages whose manifests this one records: `needs` and the `optional` ones
+        finished now, or for a `reads_all` stage every other stage finished now, so it is
+        stale once any of them changes."""
         if not self.reads_all:
-            return self.needs
+            return self.needs + tuple(s for s in self.optional if run_dir.manifest(s) is not None)
         return tuple(s for s in STAGES if s != self.name and run_dir.manifest(s) is not None)
 
 
@@ -49,9 +52,9 @@ STAGES: dict[str, Stage] = {}
 
 
 def stage(name: str, needs: tuple[str, ...], reads: tuple[str, ...], resumable: bool = False,
-          reads_all: bool = False):
+          reads_all: bool = False, optional: tuple[str, ...] = ()):
     def register(build: Callable[["Run", Path], dict]) -> Callable[["Run", Path], dict]:
-        STAGES[name] = Stage(name, needs, reads, build, resumable, reads_all)
+        STAGES[name] = Stage(name, needs, reads, build, resumable, reads_all, optional)
         return build
     return register
 
@@ -155,19 +158,19 @@ class Run:
 
     def model(self, device: str = "cpu"):
         """The trained language model (trains it first if needed)."""
-        from .model import load_model
+        from .lm.model import load_model
 
         return load_model(self.ensure("lm"), device=device)
 
     def sae(self, device: str = "cpu"):
         """The trained sparse autoencoder (or transcoder) of this run's `sae` config."""
-        from .sae import load_sae
+        from .sae.model import load_sae
 
         return load_sae(self.ensure("sae"), device=device)
 
     def activation_source(self, hook_in: str, hook_out: str | None = None, device: str = "cpu"):
         """What the SAE trainer reads: the collected store, or (storage=stream) the LM run live."""
-        from .activations import ActivationStore, StreamingSource
+        from .sae.activations import ActivationStore, StreamingSource
 
         cfg = self.cfg.activations
         if cfg.storage == "stream":
@@ -237,7 +240,7 @@ def build_shards(run: Run, folder: Path) -> dict:
 
 @stage("lm", needs=("tokenizer", "shards"), reads=("model", "train"), resumable=True)
 def build_lm(run: Run, folder: Path) -> dict:
-    from .train import train_lm  # torch-heavy; the data stages do not need it
+    from .lm.train import train_lm  # torch-heavy; the data stages do not need it
 
     tokenizer = load_tokenizer(run.stage_dir("tokenizer"))
     shards = Shards.open(run.stage_dir("shards"))
@@ -250,9 +253,8 @@ def build_lm(run: Run, folder: Path) -> dict:
 
 @stage("activations", needs=("shards", "lm"), reads=("activations",), resumable=True)
 def build_activations(run: Run, folder: Path) -> dict:
-    from .activations import collect_activations
-    from .model import load_model
-    from .rundir import file_sha256
+    from .sae.activations import collect_activations
+    from .lm.model import load_model
 
     cfg = run.cfg.activations
     if cfg.storage == "stream":
@@ -268,7 +270,7 @@ def build_activations(run: Run, folder: Path) -> dict:
 
 @stage("sae", needs=("activations",), reads=("sae",), resumable=True)
 def build_sae(run: Run, folder: Path) -> dict:
-    from .sae_train import train_sae
+    from .sae.train import train_sae
 
     cfg, hooks = run.cfg.sae, run.cfg.activations.hooks
     for hook in filter(None, (cfg.hook_in, cfg.hook_out)):
@@ -298,7 +300,7 @@ def sweep_configs(cfg: CourseConfig) -> list:
 
 @stage("sweep", needs=("activations",), reads=("sae", "sweep"), resumable=True)
 def build_sweep(run: Run, folder: Path) -> dict:
-    from .sae_train import train_sweep
+    from .sae.train import train_sweep
 
     cfgs = sweep_configs(run.cfg)
     sae = run.cfg.sae
@@ -311,18 +313,20 @@ def build_sweep(run: Run, folder: Path) -> dict:
             "fve": ", ".join(f"{s['fve']:.3f}" for s in summaries)}
 
 
-@stage("eval", needs=("shards", "lm", "sae", "sweep"), reads=("eval",))
+@stage("eval", needs=("shards", "lm", "sae"), reads=("eval",), optional=("sweep",))
 def build_eval(run: Run, folder: Path) -> dict:
     """Held-out metrics of the `sae` stage's SAE/transcoder (metrics.json), each latent's
-    firing density (latent_density.npy), and, on storyworld, how well its latents recover
-    the generator's labelled variables on stories the corpus never held (ground_truth.json)."""
+    firing density (latent_density.npy), the sweep's members on the same tokens when the
+    sweep was built (sweep.json: the Pareto plot's points), and, on storyworld, how well
+    its latents recover the generator's labelled variables on stories the corpus never
+    held (ground_truth.json)."""
     import io
 
     import numpy as np
 
-    from .metrics import evaluate_with_density
-    from .model import load_model
-    from .sae import load_sae
+    from .evaluate.metrics import evaluate_with_density
+    from .lm.model import load_model
+    from .sae.model import load_sae
 
     device = _device()
     model = load_model(run.stage_dir("lm"), device=device)
@@ -342,15 +346,16 @@ def build_eval(run: Run, folder: Path) -> dict:
                "ce_loss_recovered": spliced["ce_loss_recovered"], "kl": spliced["kl_spliced"],
                "dead_fraction": metrics["sparsity"]["dead_fraction"],
                "n_tokens": metrics["n_tokens"]}
-    # the sweep's members on the same held-out tokens: the Pareto plot's points
-    from .metrics import sweep_rows
+    if run.dir.manifest("sweep") is not None:
+        # the sweep's members on the same held-out tokens: the Pareto plot's points
+        from .evaluate.metrics import sweep_rows
 
-    members = {p.parent.name: load_sae(p.parent, device=device)
-               for p in sorted(run.stage_dir("sweep").glob("*/cfg.json"))}
-    rows = sweep_rows(model, members, shards, cfg, device=device, exclude_start=exclude_start)
-    atomic_write_json(folder / "sweep.json", rows)
+        members = {p.parent.name: load_sae(p.parent, device=device)
+                   for p in sorted(run.stage_dir("sweep").glob("*/cfg.json"))}
+        rows = sweep_rows(model, members, shards, cfg, device=device, exclude_start=exclude_start)
+        atomic_write_json(folder / "sweep.json", rows)
     if run.cfg.data.source == "storyworld":
-        from .groundtruth import ground_truth_recovery
+        from .evaluate.groundtruth import ground_truth_recovery
 
         # stories from index max_stories on: drawn like the corpus, never in it
         truth = ground_truth_recovery(model, sae, load_tokenizer(run.stage_dir("tokenizer")), cfg,
@@ -363,7 +368,7 @@ def build_eval(run: Run, folder: Path) -> dict:
 
 @stage("report", needs=(), reads=(), reads_all=True)
 def build_report(run: Run, folder: Path) -> dict:
-    """One self-contained HTML page of whatever the run has built (see `report.py`)."""
+    """One self-contained HTML page of whatever the run has built (see `report/page.py`)."""
     from .report import headline, write_report
 
     write_report(run.root, folder / "index.html", preset=run.cfg.preset)

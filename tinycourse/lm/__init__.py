@@ -1,0 +1,14 @@
+"""Tokens -> a language model: the hooked GPT and its training.
+
+In: token shards (`corpus`). Out: an LM folder (model.safetensors + config.json,
+checkpoint.pt, metrics.jsonl, samples.jsonl) that `load_model` reads without this code.
+Exports `GPT`, `HookedModule`, `HookPoint`, `load_model`, `save_model`, `generate`,
+`generate_text`, `train_lm`.
+"""
+
+from .hooks import HookedModule, HookPoint
+from .model import GPT, count_parameters, generate, generate_text, load_model, save_model
+from .train import train_lm
+
+__all__ = ["GPT", "HookedModule", "HookPoint", "count_parameters", "generate",
+           "generate_text", "load_model", "save_model", "train_lm"]

@@ -1,0 +1,17 @@
+"""Activations -> dictionaries: sparse autoencoders and transcoders.
+
+In: an LM (`lm`) and its token shards. Out: an activation store (or a live stream), and
+SAE folders (sae.safetensors + cfg.json, checkpoint.pt, metrics.jsonl) that `load_sae`
+reads without this code, exportable to SAELens. `model` is the SAE a learner reads;
+`fast` holds the trainer's fused and sparse paths, tested equal to it.
+Exports `SparseAutoencoder`, `load_sae`, `collect_activations`, `ActivationStore`,
+`train_sae`, `train_sweep`, `export_sae`.
+"""
+
+from .activations import ActivationStore, StreamingSource, collect_activations
+from .export import export_sae
+from .model import SparseAutoencoder, load_sae, save_sae
+from .train import train_sae, train_sweep
+
+__all__ = ["ActivationStore", "StreamingSource", "collect_activations", "export_sae",
+           "SparseAutoencoder", "load_sae", "save_sae", "train_sae", "train_sweep"]

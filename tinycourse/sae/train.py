@@ -1,0 +1,405 @@
+"""Training sparse autoencoders and transcoders on a stream of activations.
+
+`train_sae` trains one; `train_sweep` trains several (different k, l1_coeff, widths...)
+in one pass over the data, each batch read once and fed to every SAE, since reading
+activations usually costs more than an SAE step. Both run on the course's training
+skeleton (`tinycourse.training.TrainingLoop`), so they can be killed at any moment:
+
+    out_dir/checkpoint.pt    every SAE's weights, optimizer and dead-latent counters, the
+                             step and RNG states, every checkpoint_every steps (atomic);
+                             a rerun with the same configs resumes from it
+    <sae folder>/metrics.jsonl   one line per step: step, tokens, loss, mse, sparsity,
+                                 auxk (the loss terms, see `sae.sae_loss`; in normalised
+                                 units), fve (fraction of variance explained on the
+                                 batch), l0 (mean active latents per token), dead_fraction
+                                 (share of latents silent for dead_after_tokens tokens or
+                                 more), lr, coeff (the sparsity coefficient), tokens_per_s
+    <sae folder>/sae.safetensors + cfg.json   the final SAE, scale folded (`sae.load_sae`)
+    <sae folder>/summary.json    final metrics on fresh batches, in eval mode
+
+The SAE folder is out_dir itself for `train_sae` and out_dir/<name> for `train_sweep`,
+whose checkpoint holds the whole sweep: resuming needs the same list of configs.
+
+The source is anything with
+    d_in, d_out                                   widths of hook_in and hook_out
+    batches(batch_size, seed, start_batch=0)      an endless iterator of (x_in, x_out), raw
+                                                  activations (x_out is x_in for an SAE),
+                                                  batch i a pure function of (batch_size,
+                                                  seed, i): so a resumed run reads exactly
+                                                  what an uninterrupted one would have read
+Given that, and a learning rate and penalty that are pure functions of the step, a
+resumed run on CPU ends bitwise identical to an uninterrupted one.
+
+Recipe (Anthropic's April 2024 update unless said otherwise): Adam with betas (0.9, 0.999)
+and no weight decay; linear warm-up over lr_warmup_steps, constant, then linear decay to 0
+over the last lr_decay_frac of the steps; gradient norm clipped at 1; the sparsity
+coefficient (relu's l1_coeff, and jumprelu's l0_coeff as Gemma Scope does) ramps up
+linearly over the first l1_warmup_frac of the steps. Gao et al. use the same betas with
+eps 6.25e-10, chosen for their normalised loss, whose gradients are ~d_in times smaller
+than ours; with our summed MSE the default eps is already negligible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..artifacts import atomic_write_json
+from ..config import ConfigError, SAEConfig, config_hash
+from ..training import METRICS, SUMMARY, TrainingDiverged, TrainingLoop
+from . import fast
+from .model import UNIT_NORM_KINDS, SparseAutoencoder, sae_loss, save_sae
+
+GRAD_CLIP = 1.0
+ADAM_BETAS = (0.9, 0.999)
+INIT_SAMPLES = 4096  # activations b_dec is initialised from
+EVAL_BATCHES = 8  # fresh batches the summary's metrics are measured on
+# what a sweep's members must share: the data stream and the checkpoint schedule
+SHARED_FIELDS = ("hook_in", "hook_out", "batch_size", "n_tokens", "seed", "checkpoint_every")
+
+
+class SAETrainingDiverged(TrainingDiverged):
+    """An SAE's loss stopped being finite; the last checkpoint on disk is still good."""
+
+
+def n_steps(cfg: SAEConfig) -> int:
+    return cfg.n_tokens // cfg.batch_size
+
+
+def lr_at(step: int, cfg: SAEConfig) -> float:
+    """Learning rate of step `step` (0-based): linear warm-up, constant, linear decay to 0
+    over the last lr_decay_frac of the steps (where they overlap, the smaller wins)."""
+    total, decay = n_steps(cfg), int(cfg.lr_decay_frac * n_steps(cfg))
+    factor = 1.0
+    if cfg.lr_warmup_steps:
+        factor = min(factor, (step + 1) / cfg.lr_warmup_steps)
+    if decay:
+        factor = min(factor, (total - step) / decay)
+    return cfg.lr * factor
+
+
+def penalty_at(step: int, cfg: SAEConfig) -> float:
+    """Sparsity coefficient of step `step`: relu's l1_coeff or jumprelu's l0_coeff, ramped
+    up linearly over the first l1_warmup_frac of the steps; 0 for topk and batchtopk."""
+    base = {"relu": cfg.l1_coeff, "jumprelu": cfg.l0_coeff}.get(cfg.kind, 0.0)
+    warmup = cfg.l1_warmup_frac * n_steps(cfg)
+    return base * min(1.0, (step + 1) / warmup) if warmup >= 1 else base
+
+
+def default_name(cfg: SAEConfig) -> str:
+    """A sweep member's folder name: kind, width and its sparsity knob."""
+    knob = {"relu": f"l1-{cfg.l1_coeff:g}", "jumprelu": f"l0-{cfg.l0_coeff:g}"}
+    knob = knob.get(cfg.kind, f"k{cfg.k}")
+    return f"{cfg.kind}_d{cfg.d_sae}_{knob}"
+
+
+def train_sae(cfg: SAEConfig, source, out_dir: str | os.PathLike, *,
+              device: str | torch.device | None = None, progress: bool = True,
+              input_scale: float = 1.0, output_scale: float | None = None,
+              stop_after: int | None = None) -> dict:
+    """Train one SAE or transcoder on `source`, writing into `out_dir`; return its summary.
+
+    `input_scale` multiplies x_in (and, for an SAE, x_out) so that E||x||^2 = d_in;
+    `output_scale` multiplies a transcoder's x_out (None: input_scale). Resumes from
+    out_dir/checkpoint.pt (refusing one written with another config); returns the stored
+    summary if the run already finished. `stop_after=n` ends the call after step n
+    as if the process were killed there, for testing resumption.
+    """
+    return _train([cfg], [Path(out_dir)], Path(out_dir), source, device=device,
+                  progress=progress, input_scale=input_scale, output_scale=output_scale,
+                  stop_after=stop_after)[0]
+
+
+def train_sweep(cfgs: list[SAEConfig], source, out_dir: str | os.PathLike, *,
+                names: list[str] | None = None, device: str | torch.device | None = None,
+                progress: bool = True, input_scale: float = 1.0,
+                output_scale: float | None = None,
+                stop_after: int | None = None) -> list[dict]:
+    """Train every config in `cfgs` on one pass over `source` (each batch read once), each
+    into out_dir/<name> (`names`, default `default_name`). They must share hooks, batch
+    size, token budget and seed (the data) and checkpoint_every; anything else may differ. Resumption is for
+    the whole sweep: the checkpoint in out_dir holds every SAE. Returns the summaries."""
+    names = list(names) if names is not None else [default_name(cfg) for cfg in cfgs]
+    if len(names) != len(cfgs) or len(set(names)) != len(names):
+        raise ConfigError(f"a sweep needs one distinct name per config, got {names}; "
+                          f"pass names=[...]")
+    out_dir = Path(out_dir)
+    return _train(list(cfgs), [out_dir / name for name in names], out_dir, source,
+                  device=device, progress=progress, input_scale=input_scale,
+                  output_scale=output_scale, stop_after=stop_after)
+
+
+@dataclasses.dataclass
+class _Member:
+    """One SAE of a run and everything that changes while it trains."""
+    cfg: SAEConfig
+    folder: Path
+    sae: SparseAutoencoder
+    optimizer: torch.optim.Adam
+    since_fired: torch.Tensor  # (d_sae,) int64: tokens since each latent last fired
+    step_fn: object  # forward + loss, compiled or not
+    recent: list = dataclasses.field(default_factory=list)  # last steps' metrics
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    def dead(self) -> torch.Tensor:
+        return self.since_fired >= self.cfg.dead_after_tokens
+
+
+def _train(cfgs: list[SAEConfig], folders: list[Path], out_dir: Path, source, *, device,
+           progress: bool, input_scale: float, output_scale: float | None,
+           stop_after: int | None) -> list[dict]:
+    cfg0 = cfgs[0]  # what the members share: data, batch size, schedule
+    d_in, d_out, output_scale = _check_run(cfgs, source, input_scale, output_scale)
+    total, batch_size = n_steps(cfg0), cfg0.batch_size
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # what the weights depend on; a checkpoint resumes only under the same
+    fingerprint = {"names": [f.name for f in folders],
+                   "members": {f.name: {"sae": dataclasses.asdict(c)} for c, f in zip(cfgs, folders)},
+                   "d_in": d_in, "d_out": d_out,
+                   "input_scale": input_scale, "output_scale": output_scale}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members = [_new_member(cfg, folder, d_in, d_out, device, input_scale, output_scale)
+               for cfg, folder in zip(cfgs, folders)]
+    loop = TrainingLoop(out_dir, fingerprint, total_steps=total,
+                        checkpoint_every=cfg0.checkpoint_every,
+                        metrics=[m.folder / METRICS for m in members],
+                        desc=f"sae x{len(members)}" if len(members) > 1 else "sae",
+                        progress=progress, stop_after=stop_after, diverged=SAETrainingDiverged)
+
+    state = loop.resume()
+    if state is not None:
+        for member, saved in zip(members, state["members"]):
+            member.sae.load_state_dict(saved["model"])
+            member.optimizer.load_state_dict(saved["optimizer"])
+            member.since_fired.copy_(saved["since_fired"])
+        if loop.start >= total and all((m.folder / SUMMARY).exists() for m in members):
+            return [json.loads((m.folder / SUMMARY).read_text()) for m in members]
+    else:
+        # b_dec starts from the data (cfg.b_dec_init: geometric median, mean or 0),
+        # measured once on a sample of its own: the checkpoint keeps it, so resuming never
+        # redoes it
+        _, targets = next(iter(source.batches(INIT_SAMPLES, seed=cfg0.seed + 1)))
+        for member in members:
+            member.sae.init_b_dec(targets.to(device, torch.float32) * output_scale)
+
+    batches = source.batches(batch_size, seed=cfg0.seed, start_batch=loop.start)
+    for step in loop.steps():
+        x_in, x_out = next(batches)  # read once, fed to every SAE
+        x_in = x_in.to(device, torch.float32, non_blocking=True) * input_scale
+        target = x_out.to(device, torch.float32, non_blocking=True) * output_scale
+        stats = [_forward_backward(member, step, x_in, target) for member in members]
+        rows = [dict(zip(_STAT_NAMES, row)) for row in torch.stack(stats).tolist()]  # one sync
+        for member, row in zip(members, rows):  # before any SAE steps: all stay as they were
+            loop.stop_if_diverged(row["loss"], step, lr_at(step, member.cfg),
+                                  who=f"SAE {member.name!r}: ",
+                                  hint="Lower sae.lr or the sparsity coefficient, or check "
+                                       "the inputs for NaNs.")
+        for member in members:
+            _optimizer_step(member, step)
+        dt = loop.end_step()
+
+        done = step + 1
+        records = [{"step": done, "tokens": done * batch_size, **row,
+                    "lr": lr_at(step, member.cfg), "coeff": penalty_at(step, member.cfg),
+                    "tokens_per_s": batch_size / dt} for member, row in zip(members, rows)]
+        loop.record(records)
+        for member, record in zip(members, records):
+            member.recent = (member.recent + [record])[-10:]
+        loop.checkpoint_if_due(done, lambda: {"members": [
+            {"model": m.sae.state_dict(), "optimizer": m.optimizer.state_dict(),
+             "since_fired": m.since_fired} for m in members]})
+        loop.bar.set_postfix(mse=f"{rows[0]['mse']:.3g}", fve=f"{rows[0]['fve']:.3f}",
+                             l0=f"{rows[0]['l0']:.1f}", dead=f"{rows[0]['dead_fraction']:.2f}")
+
+    steps = loop.start + loop.steps_run
+    evaluation = (_evaluate(members, source, device, input_scale, output_scale)
+                  if loop.finished else None)
+    summaries = []
+    for i, member in enumerate(members):
+        summary = {
+            "name": member.name,
+            "kind": member.cfg.kind,
+            "finished": loop.finished,
+            "steps": steps,
+            "tokens": steps * batch_size,
+            **(evaluation[i] if evaluation else {}),  # mse, fve, l0 in eval mode
+            "dead_fraction": float(member.dead().float().mean()),
+            # the last steps' training metrics (batchtopk: batch-level top-k, not the threshold)
+            **{f"train_{key}": float(np.mean([r[key] for r in member.recent]))
+               for key in ("mse", "fve", "l0") if member.recent},
+            # tokens of data per second, each feeding every SAE of the sweep
+            "tokens_per_s": (loop.steps_run * batch_size / loop.train_time
+                             if loop.train_time else None),
+            "sweep_size": len(members),
+            "device": str(device),
+            "dtype": member.cfg.dtype,
+            "config_hash": config_hash(member.cfg),
+        }
+        if loop.finished:
+            save_sae(member.sae, member.folder, training_tokens=total * batch_size)
+            atomic_write_json(member.folder / SUMMARY, summary)
+        summaries.append(summary)
+    return summaries
+
+
+def _check_run(cfgs: list[SAEConfig], source, input_scale: float,
+               output_scale: float | None) -> tuple[int, int, float]:
+    """Refuse what cannot work, with a message; return d_in, d_out and the output scale."""
+    cfg0 = cfgs[0]
+    for cfg in cfgs[1:]:
+        for name in SHARED_FIELDS:
+            if getattr(cfg, name) != getattr(cfg0, name):
+                raise ConfigError(f"a sweep reads one stream of data: sae.{name} must be the "
+                                  f"same for every config ({getattr(cfg0, name)!r} vs "
+                                  f"{getattr(cfg, name)!r})")
+    if n_steps(cfg0) < 1:
+        raise ConfigError(f"sae.n_tokens={cfg0.n_tokens} is less than one batch "
+                          f"({cfg0.batch_size})")
+    d_in, d_out = int(source.d_in), int(source.d_out)
+    if cfg0.is_transcoder:
+        return d_in, d_out, input_scale if output_scale is None else output_scale
+    if d_out != d_in:
+        raise ConfigError(f"the source's d_out ({d_out}) differs from d_in ({d_in}) but "
+                          f"sae.hook_out is empty: set it to train a transcoder")
+    if output_scale not in (None, input_scale):
+        raise ConfigError("an SAE's target is its input: output_scale must be input_scale")
+    return d_in, d_out, input_scale
+
+
+def _new_member(cfg: SAEConfig, folder: Path, d_in: int, d_out: int, device: torch.device,
+                input_scale: float, output_scale: float) -> _Member:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # the same initial weights whatever else the sweep holds
+    sae = SparseAutoencoder(cfg, d_in, d_out).to(device)
+    sae.input_scale.fill_(input_scale)
+    sae.output_scale.fill_(output_scale)
+    # plain Adam, no weight decay: the recipes of Anthropic (April 2024) and Gao et al.
+    # Fused: one kernel a parameter instead of a dozen foreach passes
+    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=ADAM_BETAS,
+                                 fused=True if device.type in ("cuda", "cpu") else None)
+    since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
+    return _Member(cfg, folder, sae, optimizer, since_fired, _make_step_fn(sae, device, cfg))
+
+
+# --- one step ------------------------------------------------------------------------------
+
+_STAT_NAMES = ("loss", "mse", "sparsity", "auxk", "fve", "l0", "dead_fraction")
+
+
+def _make_step_fn(sae: SparseAutoencoder, device: torch.device, cfg: SAEConfig):
+    """forward (`fast.forward`), loss (AuxK aside, see `_forward_backward`) and the step's
+    statistics of one SAE, under bf16 autocast if asked, compiled if asked. The statistics
+    are computed here, not after, so that compiled they fuse into the kernels that make
+    the latents: on a CPU an eager count of firing latents over (batch, d_sae) costs about
+    as much as the encoder's matmul."""
+
+    def step_fn(x_in, target, coeff):
+        bf16 = cfg.dtype == "bfloat16"
+        with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            out = fast.forward(sae, x_in)
+            loss = sae_loss(sae, target, out, penalty_coeff=coeff)
+        latents = out.latents.detach()
+        # latents are >= 0, so sign() is the firing indicator; summed in fp32, counts are exact
+        fires = latents.sign().sum(0, dtype=torch.float32)  # (d_sae,)
+        sse = (target - out.reconstruction.detach().float()).pow(2).sum()
+        sst = (target - target.mean(0)).pow(2).sum()
+        stats = torch.stack([loss.total.detach(), loss.mse.detach(), loss.sparsity.detach(),
+                             loss.auxk.detach(), 1 - sse / sst, fires.sum() / len(x_in)])
+        # outputs only where needed (a compiled graph materialises each one); none but the
+        # loss carries a gradient, or the backward would take one back for it
+        return (loss.total, stats.float(), fires, latents if sae.kind == "batchtopk" else None,
+                out.reconstruction.detach())
+
+    if not cfg.compile:
+        return step_fn
+    # Each SAE of a sweep is its own compiled graph (dynamo guards on the module), and
+    # dynamo keeps 8 per function by default: beyond that, members quietly run eagerly.
+    compiled = torch.compile(step_fn)
+
+    def compiled_or_eager(*args):
+        nonlocal compiled
+        if compiled is None:
+            return step_fn(*args)
+        try:
+            return compiled(*args)
+        except Exception as err:  # e.g. no C++ compiler for inductor on this CPU
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:300]}); "
+                          f"training this SAE eagerly instead", RuntimeWarning, stacklevel=2)
+            compiled = None
+            return step_fn(*args)
+
+    return compiled_or_eager
+
+
+def _forward_backward(member: _Member, step: int, x_in: torch.Tensor,
+                      target: torch.Tensor) -> torch.Tensor:
+    """Loss and gradients of one SAE on one batch; returns its stats (a tensor, so the
+    caller syncs once for every SAE of the sweep)."""
+    sae, cfg = member.sae, member.cfg
+    coeff = torch.tensor(penalty_at(step, cfg), device=x_in.device)  # a tensor: no recompiles
+    total, stats, fires, latents, reconstruction = member.step_fn(x_in, target, coeff)
+    # AuxK runs eagerly, outside the compiled graph: it reads the dead latents alone, and
+    # their number changes from step to step, which a compiled graph would recompile for
+    auxk = fast.auxk_term(sae, x_in, member.dead(), reconstruction, target)
+    if auxk is not None:
+        total = total + cfg.aux_coeff * auxk
+        with torch.no_grad():
+            stats[_STAT_NAMES.index("loss")] += cfg.aux_coeff * auxk
+            stats[_STAT_NAMES.index("auxk")] = auxk
+    total.backward()
+    with torch.no_grad():
+        # update the dead counters now: their use (AuxK) is over for this step
+        member.since_fired.copy_(torch.where(fires > 0, 0, member.since_fired + len(x_in)))
+        if sae.kind == "batchtopk":
+            sae.update_inference_threshold(latents)
+        return torch.cat([stats, member.dead().float().mean()[None]])
+
+
+def _optimizer_step(member: _Member, step: int) -> None:
+    sae, optimizer = member.sae, member.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, member.cfg)
+    unit_norm = sae.kind in UNIT_NORM_KINDS
+    if unit_norm:
+        sae.remove_parallel_decoder_grad()
+    torch.nn.utils.clip_grad_norm_(sae.parameters(), GRAD_CLIP)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if unit_norm:
+        sae.normalize_decoder()
+
+
+@torch.no_grad()
+def _evaluate(members: list[_Member], source, device: torch.device, input_scale: float,
+              output_scale: float) -> list[dict]:
+    """MSE, FVE and L0 of every SAE in eval mode (batchtopk: its threshold) on
+    EVAL_BATCHES batches of a stream with another seed, pooled over the batches."""
+    cfg0 = members[0].cfg
+    sums = torch.zeros(len(members), 4, dtype=torch.float64)  # sse, sst, active, tokens
+    batches = source.batches(cfg0.batch_size, seed=cfg0.seed + 2)
+    for _ in range(EVAL_BATCHES):
+        x_in, x_out = next(batches)
+        x_in = x_in.to(device, torch.float32) * input_scale
+        target = x_out.to(device, torch.float32) * output_scale
+        sst = (target - target.mean(0)).pow(2).sum()
+        for i, member in enumerate(members):
+            member.sae.eval()
+            out = member.sae(x_in)
+            member.sae.train()
+            sums[i] += torch.stack([(target - out.reconstruction).pow(2).sum(), sst,
+                                    (out.latents > 0).sum(), x_in.new_tensor(len(x_in))]).double().cpu()
+    return [{"mse": float(s[0] / s[3]), "fve": float(1 - s[0] / s[1]), "l0": float(s[2] / s[3])}
+            for s in sums]
+
+
+__all__ = ["train_sae", "train_sweep", "SAETrainingDiverged", "lr_at", "penalty_at", "default_name"]
