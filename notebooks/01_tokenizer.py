@@ -38,6 +38,7 @@ import dataclasses
 import html
 import inspect
 import itertools
+import re
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -48,8 +49,9 @@ from tinycourse.config import TokenizerConfig
 from tinycourse.corpus.sources import iter_stories
 from tinycourse.pipeline import Run, bytes_per_token
 from tinycourse.corpus.shards import WindowSampler
-from tinycourse.corpus.tokenizer import (UNK_TOKEN, build_remap, count_tokens, load_base_tokenizer,
-                                  train_bpe, unk_rates)
+from tinycourse.corpus.tokenizer import (UNK_TOKEN, RemapTokenizer, build_remap, count_tokens,
+                                         load_base_tokenizer, train_bpe, unk_rates)
+from tinycourse.exercises import check
 
 cfg = tinycourse.config.preset(PRESET)
 run = Run(cfg)
@@ -106,7 +108,83 @@ print(f"distinct whitespace-separated words: {len({w for t in train_texts for w 
 # first split into words, with a word's leading space kept on the word (`" Lily"`), so
 # merges never cross a word boundary.
 #
-# The package trains it with Hugging Face `tokenizers` (Rust). The whole recipe:
+# One merge step is two small functions, and you can write them. Each exercise below
+# gives a stub; write its body and run the cell after it: `check` runs your function and
+# the package's own on the same cases and says which case disagrees, and why it probably
+# does. Left as `raise NotImplementedError`, the package's version is used and the
+# notebook carries on.
+#
+# ### Exercise 1 · the pair to merge (difficulty 1, about 5 minutes)
+#
+# Count every adjacent pair of ids *within* each sequence (a sequence is one word's
+# bytes: pairs never cross from one word to the next) and return the most frequent.
+# Ties go to the smallest pair, comparing first ids, then second; a Python `min` over
+# `(-count, pair)` does it. No pair at all: `None`.
+
+# %%
+def most_frequent_pair(seqs: list[list[int]]) -> tuple[int, int] | None:
+    """The adjacent pair of ids that occurs most often in `seqs`.
+
+    seqs: a list of id sequences (one per word), e.g. [[104, 105], [104, 105, 33]].
+    Pairs are counted within each sequence, never across two; in [5, 5, 5] the pair
+    (5, 5) occurs twice. Ties: the smallest pair wins.
+    Returns the pair as a tuple (a, b), or None when no sequence holds two ids.
+    """
+    raise NotImplementedError
+
+
+# %%
+most_frequent_pair = check("01.most_frequent_pair", most_frequent_pair)
+
+# %% [markdown]
+# ### Exercise 2 · one merge (difficulty 2, about 10 minutes)
+#
+# Replace every occurrence of `pair` by `new_id`, scanning each sequence left to right.
+# Overlaps are the subtle part: merging (5, 5) in `5 5 5` gives `new_id 5`, since the
+# middle 5 can only belong to one merge. Return new lists and leave the input as it was.
+
+# %%
+def merge_pair(seqs: list[list[int]], pair: tuple[int, int], new_id: int) -> list[list[int]]:
+    """Each sequence of `seqs` with every occurrence of `pair` replaced by `new_id`.
+
+    seqs: a list of id sequences; pair: (a, b), two ids that follow each other;
+    new_id: the id of the merged token. Returns a list of lists, one per sequence, e.g.
+    merge_pair([[1, 2, 3, 1, 2]], (1, 2), 9) == [[9, 3, 9]].
+    """
+    raise NotImplementedError
+
+
+# %%
+merge_pair = check("01.merge_pair", merge_pair)
+
+# %% [markdown]
+# Your two functions are a BPE trainer already: split a few stories into words (a word
+# keeps its leading space, as GPT-2's pre-tokenizer does), start from their UTF-8 bytes,
+# and merge a dozen times. Each new token is the bytes of the two it joins.
+
+# %%
+words = [w for text in train_texts[:100] for w in re.findall(r" ?\w+| ?[^\w\s]+|\s+", text)]
+seqs = [list(w.encode()) for w in words]
+pieces = {i: bytes([i]) for i in range(256)}
+n_start = sum(map(len, seqs))
+for new_id in range(256, 268):
+    pair = most_frequent_pair(seqs)
+    if pair is None:
+        break
+    pieces[new_id] = pieces[pair[0]] + pieces[pair[1]]
+    seqs = merge_pair(seqs, pair, new_id)
+    print(f"merge {new_id}: {pieces[pair[0]].decode(errors='replace')!r:>8} + "
+          f"{pieces[pair[1]].decode(errors='replace')!r:<8} "
+          f"-> {pieces[new_id].decode(errors='replace')!r:<10} {sum(map(len, seqs)):,} tokens")
+print(f"{n_start:,} bytes -> {sum(map(len, seqs)):,} tokens after {len(pieces) - 256} merges")
+assert b"".join(pieces[i] for seq in seqs for i in seq) == "".join(words).encode()
+
+# %% [markdown]
+# The first merges join a space to the letters that most often start a word, and common
+# pairs such as `he` and `ed`; within a dozen merges ` the` and ` to` are single tokens.
+# Decoding is the lookup table `pieces`, so nothing is lost (the assert). The package trains the same thing with
+# Hugging Face `tokenizers` (Rust, thousands of merges in seconds; it breaks ties its own
+# way). The whole recipe:
 
 # %%
 print(inspect.getsource(train_bpe))
@@ -283,7 +361,8 @@ print(inspect.getsource(build_remap))
 # %%
 BASE = os.environ.get("TINYCOURSE_BASE_TOKENIZER", "")
 base = load_base_tokenizer(BASE) if BASE else sweep[SWEEP_SIZES[-1]].tokenizer
-counts = np.sort(count_tokens(base, train_texts))[::-1]
+base_counts = count_tokens(base, train_texts)  # (base vocabulary,), indexed by base id
+counts = np.sort(base_counts)[::-1]
 n_used = int(np.count_nonzero(counts))
 coverage = np.cumsum(counts) / counts.sum()
 print(f"base: {BASE or f'our {SWEEP_SIZES[-1]} BPE'} ({base.get_vocab_size():,} tokens), "
@@ -297,13 +376,36 @@ REMAP_KS = sorted({max(1, round(n_used * f)) for f in (0.125, 0.25, 0.5, 0.75, 0
                   | ({cfg.tokenizer.top_k} if cfg.tokenizer.top_k < n_used else set()))
 
 # %% [markdown]
-# Now the remap for each K: count on the training stories, keep the top K, and measure
-# `[UNK]` on the validation stories.
+# ### Exercise 3 · which tokens the remap keeps (difficulty 2, about 10 minutes)
+#
+# Given every base token's count, return the ids of the `top_k` most frequent, most
+# frequent first: that order *is* the remap (the first id you return becomes id 1).
+# Two details decide it. Equal counts go to the smaller id (a stable sort does it, but
+# `np.argsort` is not stable by default, and `[::-1]` reverses ties too). And a token
+# the corpus never uses is never kept, even if that leaves fewer than `top_k`.
+
+# %%
+def top_k_ids(counts: np.ndarray, top_k: int) -> list[int]:
+    """Ids of the `top_k` largest counts, most frequent first, ties by the smaller id.
+
+    counts: (vocab,) int array, counts[i] = occurrences of base token i.
+    Returns a list of Python ints, at most top_k long, with no id whose count is 0.
+    """
+    raise NotImplementedError
+
+
+# %%
+top_k_ids = check("01.top_k_ids", top_k_ids)
+
+# %% [markdown]
+# Now the remap for each K: keep the top K of the counts (with your `top_k_ids`; this is
+# `build_remap` without recounting for every K) and measure `[UNK]` on the validation
+# stories.
 
 # %%
 remaps, unk = {}, {}
 for k in REMAP_KS:
-    remaps[k] = build_remap(base, train_texts, k)
+    remaps[k] = RemapTokenizer(base, top_k_ids(base_counts, k), k)
     unk[k] = unk_rates(remaps[k], val_texts)
     print(f"K={k:6d}: stories with [UNK] {unk[k]['unk_story_share']:6.1%}, "
           f"tokens that are [UNK] {unk[k]['unk_token_share']:7.3%}")
@@ -412,14 +514,14 @@ print(text)
 # hold what the tokenizer produces.
 
 # %%
-check = val_texts[:200]
+held_out = val_texts[:200]
 if cfg.tokenizer.kind == "bpe":  # a remap is lossy where [UNK] appears
-    for story in check:
+    for story in held_out:
         assert tokenizer.decode(tokenizer.encode(story)) == story, story[:80]
 for size, tok in sweep.items():
-    assert all(tok.decode(ids) == s for s, ids in zip(check, tok.encode_batch(check))), size
+    assert all(tok.decode(ids) == s for s, ids in zip(held_out, tok.encode_batch(held_out))), size
 for k, rm in remaps.items():  # without [UNK], the remap decodes exactly too
-    for s, ids in zip(check, rm.encode_batch(check)):
+    for s, ids in zip(held_out, rm.encode_batch(held_out)):
         assert rm.unk_id in ids or rm.decode(ids) == s, k
 assert tokenizer.vocab_size == shards.vocab_size
 for split, info in shards.meta["splits"].items():

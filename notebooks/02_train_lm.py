@@ -42,13 +42,15 @@ import numpy as np
 import torch
 from torch import nn
 
+import tinycourse.lm.train
 from tinycourse.config import preset
+from tinycourse.exercises import check
 from tinycourse.lm.hooks import HookPoint
 from tinycourse.lm.model import (GPT, Attention, Block, count_parameters, flops_per_token,
                               generate_text)
 from tinycourse.pipeline import Run
 from tinycourse.corpus.storyworld import NAMES
-from tinycourse.lm.train import lm_loss, lr_at, unigram_entropy
+from tinycourse.lm.train import unigram_entropy
 
 cfg = preset(PRESET)
 run = Run(cfg)
@@ -86,6 +88,30 @@ print(inspect.getsource(Block.forward))
 
 # %%
 print(inspect.getsource(Attention.forward))
+
+# %% [markdown]
+# Three exercises in this notebook let you write pieces of this yourself. Each gives a
+# stub; write its body and run the cell after it: `check` runs your function and the
+# package's on the same cases and names the case that disagrees, with a hint at the
+# likely mistake. Left as `raise NotImplementedError`, the package's version is used and
+# the notebook carries on.
+#
+# ### Exercise 1 · the causal mask (difficulty 1, about 5 minutes)
+#
+# `self.causal[...]` above is the mask that keeps attention causal: entry `[i, j]` is
+# True when query position `i` may attend to key position `j`, that is when `j` is not
+# later than `i` (a position sees itself and everything before it). Build it for `n`
+# positions.
+
+# %%
+def causal_mask(n: int) -> torch.Tensor:
+    """(n, n) bool tensor, True at [i, j] when query i may attend to key j (j <= i)."""
+    raise NotImplementedError
+
+
+# %%
+causal_mask = check("02.causal_mask", causal_mask)
+print(causal_mask(4).int())
 
 # %% [markdown]
 # ## 2. The architecture, drawn from the code
@@ -245,7 +271,8 @@ for i in range(m.n_layers):
     torch.testing.assert_close(at["hook_resid_post"], at["hook_resid_mid"] + at["hook_mlp_out"])
     pattern = at["attn.hook_pattern"]
     torch.testing.assert_close(pattern.sum(-1), torch.ones(b, m.n_heads, p))
-    assert pattern.triu(1).abs().max() == 0  # causal: no position sees a later one
+    assert not pattern[..., ~causal_mask(p)].any()  # causal: no position sees a later one
+    assert torch.equal(untrained.blocks[i].attn.causal[:p, :p], causal_mask(p))
     if i + 1 < m.n_layers:
         assert torch.equal(at["hook_resid_post"], cache[f"blocks.{i + 1}.hook_resid_pre"])
 torch.testing.assert_close(cache["blocks.0.hook_resid_pre"],
@@ -259,6 +286,32 @@ print("hook names, shapes, the residual sums and causal patterns check out")
 # spreads its bets almost evenly: its loss on validation text is about
 # $\ln(d_\text{vocab})$, and its samples are random tokens (byte tokens that do not form
 # a whole character decode as `�`).
+#
+# ### Exercise 2 · the next-token loss (difficulty 2, about 10 minutes)
+#
+# The loss training minimises: at every position, minus the log of the probability the
+# model gives to the token that actually comes next, averaged over all positions of all
+# sequences, in nats (natural log). The targets come already shifted: training feeds
+# `tokens[:, :-1]` to the model and passes `tokens[:, 1:]` as `targets`, so `targets[b, t]`
+# is the token that follows position `t`. Write it from `log_softmax` (or from `logsumexp`)
+# and `gather`, without `F.cross_entropy`; the check includes very confident logits, where
+# exponentiating them directly overflows.
+
+# %%
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy in nats.
+
+    logits: (batch, pos, d_vocab) float; targets: (batch, pos) int64, the next tokens.
+    Returns a 0-dim float tensor.
+    """
+    raise NotImplementedError
+
+
+# %%
+lm_loss = check("02.lm_loss", lm_loss)
+
+# %% [markdown]
+# The untrained model on validation text, scored with your loss:
 
 # %%
 shards = run.shards()
@@ -281,10 +334,32 @@ for text in before:
 #
 # The `lm` stage trains with AdamW on random windows of `n_ctx + 1` tokens from the
 # training shard (the model reads the first `n_ctx` and predicts each next one). The
-# learning rate warms up linearly, then follows a cosine down to a tenth of its peak:
+# learning rate warms up linearly, then follows a cosine down to a tenth of its peak.
+#
+# ### Exercise 3 · the learning-rate schedule (difficulty 2, about 15 minutes)
+#
+# Steps count from 0. During the first `warmup_steps` steps the rate climbs linearly, so
+# that step 0 already trains at `lr / warmup_steps` and step `warmup_steps - 1` reaches
+# `lr`. From there half a cosine takes it down to `min_lr = lr * min_lr_ratio`, reached
+# exactly at the last step, `max_steps - 1`, where it stays if training runs on. With
+# `progress` going from 0 to 1 over the decay, the rate is
+# `min_lr + 0.5 * (1 + cos(pi * progress)) * (lr - min_lr)`. Mind `warmup_steps = 0`.
 
 # %%
-print(inspect.getsource(lr_at))
+def lr_at(step: int, cfg) -> float:
+    """Learning rate of optimizer step `step` (0-based) under `cfg`, a TrainConfig
+    (fields lr, min_lr_ratio, warmup_steps, max_steps). Returns a Python float."""
+    raise NotImplementedError
+
+
+# %%
+lr_at = check("02.lr_at", lr_at)
+
+# %% [markdown]
+# The package's version, to compare with yours, and the schedule this preset trains with:
+
+# %%
+print(inspect.getsource(tinycourse.lm.train.lr_at))
 steps = np.arange(cfg.train.max_steps)
 plt.figure(figsize=(5, 2.6))
 plt.plot(steps, [lr_at(int(s), cfg.train) for s in steps])

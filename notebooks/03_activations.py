@@ -47,6 +47,7 @@ from tinycourse.sae.activations import (ActivationStore, StreamingSource, _run_h
                                     collect_activations, disk_cost_table, format_bytes,
                                     hook_width, norm_scale, plan_windows)
 from tinycourse.config import PRESETS, preset
+from tinycourse.exercises import check
 from tinycourse.pipeline import Run
 
 cfg = preset(PRESET)
@@ -228,8 +229,36 @@ plt.show()
 # MLP output are not normalised: values roughly bell-shaped around 0, norms spread over a
 # factor of about four, with a long tail of large ones.
 #
-# **How many directions do the activations use?** The cumulative variance held by the top
-# principal components:
+# **How many directions do the activations use?** Principal component analysis answers
+# it: centre the rows on their mean, and the singular value decomposition of the centred
+# rows gives orthogonal directions ordered by the variance along them (the squared
+# singular values).
+#
+# **Exercise 03.explained_variance** (difficulty 2, about 10 minutes). Write the share of
+# the *total* variance held by each of the top `n_components` principal directions,
+# largest first. There are at most min(n_rows, width) directions: return that many when
+# more are asked for; rows that do not vary have no variance to share (return zeros).
+
+# %%
+def my_explained_variance(x: np.ndarray, n_components: int) -> np.ndarray:
+    """x (n_rows, width) -> (k,) float64, k = min(n_components, n_rows, width): the
+    share of the total variance along each top principal direction, largest first."""
+    raise NotImplementedError  # hint: np.linalg.svd(..., compute_uv=False)
+
+
+my_explained_variance = check("03.explained_variance", my_explained_variance)
+
+# %% [markdown]
+# Yours against `store.stats` on the first 8,192 rows of each hook (the statistics used a
+# random 8,192 of their 50,000, so the two agree closely but not exactly), then the
+# cumulative variance held by the top principal components:
+
+# %%
+for hook in store.hooks:
+    shares = my_explained_variance(store.read(hook, slice(0, 8192)), 16)
+    print(f"{hook:32s} top 16 hold {shares.sum():.1%} on the first 8,192 rows "
+          f"(store.stats: {stats[hook]['pca']['cumulative'][15]:.1%})")
+    assert abs(shares.sum() - stats[hook]["pca"]["cumulative"][15]) < 0.05
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -354,7 +383,20 @@ assert abs(stream.scale(hook) / store.scale(hook) - 1) < 0.1
 # mean *squared* norm, E‖c·x‖² = d_in (the two differ only by the spread of the norms).
 # Then one set of hyperparameters transfers across layers, hooks and models. The store
 # computes `c` while collecting (from the sum of squared norms of every row) and keeps it
-# in `store.json`:
+# in `store.json`.
+#
+# **Exercise 03.norm_scale** (difficulty 1, about 5 minutes). Write `c` from a batch of
+# rows: the number with mean ‖c·x‖² = d_in over them. Rows that are all zero have no scale
+# to fix: return 1.0. The cell after uses yours on 20,000 rows of each hook.
+
+# %%
+def my_norm_scale(x: torch.Tensor) -> float:
+    """x (n_rows, d_in) activations -> the float c with mean_rows ||c x||^2 = d_in
+    (1.0 if every row is zero)."""
+    raise NotImplementedError
+
+
+my_norm_scale = check("03.norm_scale", my_norm_scale)
 
 # %%
 print(inspect.getsource(norm_scale))
@@ -362,9 +404,12 @@ for hook in store.hooks:
     x = store.read(hook, slice(0, 20_000)).astype(np.float64)
     c = store.scale(hook)
     scaled = (c**2 * (x**2).sum(1)).mean()
-    print(f"{hook:32s} E||x||^2 = {store.meta['mean_sq_norm'][hook]:8.2f}   c = {c:.4f}   "
-          f"E||c x||^2 on 20K rows = {scaled:7.1f} (d_in = {store.width(hook)})")
+    mine = my_norm_scale(torch.from_numpy(x))  # your exercise, on 20K rows
+    print(f"{hook:32s} E||x||^2 = {store.meta['mean_sq_norm'][hook]:8.2f}   c = {c:.4f} "
+          f"(yours on 20K rows {mine:.4f})   E||c x||^2 on 20K rows = {scaled:7.1f} "
+          f"(d_in = {store.width(hook)})")
     assert abs(scaled / store.width(hook) - 1) < 0.05
+    assert abs(mine / c - 1) < 0.05
 
 # %% [markdown]
 # The constant is one number per hook, not a per-token normalisation: directions and

@@ -51,9 +51,10 @@ import torch
 
 from tinycourse.sae.activations import ActivationStore, collect_activations
 from tinycourse.config import config_hash, preset
+from tinycourse.exercises import check
 from tinycourse.pipeline import Run
 from tinycourse.sae.model import (JumpReLUFunction, auxk_loss, batch_topk_relu, load_sae, sae_loss,
-                            topk_relu)
+                            topk_relu, weighted_l1)
 from tinycourse.sae.train import lr_at, penalty_at, train_sae
 
 cfg = preset(PRESET)
@@ -85,6 +86,26 @@ print(cfg.sae)
 # **TopK** (Gao et al. 2024): keep each token's k largest pre-activations, zero the rest.
 # L0 is exactly k, chosen directly, and there is no penalty to tune; the price is that
 # every token gets k latents whether it needs them or not.
+#
+# **Exercise 04.topk_relu** (difficulty 1, about 10 minutes). Write the TopK activation:
+# each row of `pre` keeps its `k` largest entries, ReLU'd (a kept negative value becomes
+# 0), and everything else is 0. The output has the shape of `pre`; `k` is counted along
+# the last axis, the latents. `check` runs it against the package's `topk_relu` on a few
+# cases (mostly negative rows, a batch of one, k = d_sae, extra leading axes) and names
+# the likely mistake if they differ; left as it is, the stub falls back to the package's
+# function and the notebook carries on.
+
+# %%
+def my_topk_relu(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """pre (..., d_sae) pre-activations -> (..., d_sae): each row's k largest entries,
+    ReLU'd, at their places; zeros elsewhere."""
+    raise NotImplementedError  # hint: Tensor.topk, F.relu, torch.zeros_like(...).scatter_
+
+
+my_topk_relu = check("04.topk_relu", my_topk_relu)
+
+# %% [markdown]
+# The package's version, to compare with yours:
 
 # %%
 print(inspect.getsource(topk_relu))
@@ -95,6 +116,20 @@ print(inspect.getsource(topk_relu))
 # A token's latents then depend on its batch-mates, so at inference the SAE switches to a
 # single threshold learned during training (the running average of the smallest kept
 # value).
+#
+# **Exercise 04.batch_topk_relu** (difficulty 2, about 10 minutes). The same selection
+# over the whole batch: of all `batch × d_sae` entries keep the `k × batch` largest
+# (ReLU'd), zero the rest. The cases include one busy token among quiet ones, which is
+# where this differs from per-token top-k.
+
+# %%
+def my_batch_topk_relu(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """pre (batch, d_sae) -> (batch, d_sae): the batch's k * batch largest entries,
+    ReLU'd, at their places; zeros elsewhere (a row may keep more or fewer than k)."""
+    raise NotImplementedError
+
+
+my_batch_topk_relu = check("04.batch_topk_relu", my_batch_topk_relu)
 
 # %%
 print(inspect.getsource(batch_topk_relu))
@@ -113,13 +148,31 @@ print(inspect.getsource(JumpReLUFunction))
 # plain ReLU, with sparsity bought by a penalty on the latents' sizes. Each latent is
 # weighted by its decoder row's norm, or the SAE could shrink latents and grow decoder
 # rows to dodge the penalty. L1 also shrinks the latents that *are* active (it penalises
-# size, not count); the coefficient `l1_coeff` sets L0 only indirectly. The term in
-# `sae_loss`:
+# size, not count); the coefficient `l1_coeff` sets L0 only indirectly.
+#
+# **Exercise 04.weighted_l1** (difficulty 2, about 10 minutes). Write that penalty: for
+# each token, the sum over latents of `f_i · ‖W_dec[i]‖`, averaged over the tokens of the
+# batch (the same per-token-sum, batch-mean convention as the MSE, so `l1_coeff` does not
+# depend on the batch size). One number.
 
 # %%
+def my_weighted_l1(latents: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
+    """latents (batch, d_sae) non-negative, W_dec (d_sae, d_out) -> scalar tensor:
+    mean over tokens of sum_i latents[:, i] * ||W_dec[i]||."""
+    raise NotImplementedError
+
+
+my_weighted_l1 = check("04.weighted_l1", my_weighted_l1)
+
+# %% [markdown]
+# The package's `weighted_l1`, which `sae_loss` adds (times the warmed-up coefficient)
+# for a ReLU SAE:
+
+# %%
+print(inspect.getsource(weighted_l1))
 source = inspect.getsource(sae_loss).splitlines()
 start = next(i for i, line in enumerate(source) if 'sae.kind == "relu"' in line)
-print("\n".join(source[start : start + 4]))
+print("\n".join(source[start : start + 2]))
 
 # %% [markdown]
 # The four rules on the same pre-activations (2 tokens, 8 latents, k = 2):
@@ -130,8 +183,8 @@ pre = torch.randn(2, 8)
 rules = {
     "pre-activations": pre,
     "relu": torch.relu(pre),
-    "topk (k=2)": topk_relu(pre, 2),
-    "batchtopk (k=2)": batch_topk_relu(pre, 2),
+    "topk (k=2)": my_topk_relu(pre, 2),
+    "batchtopk (k=2)": my_batch_topk_relu(pre, 2),
     "jumprelu (theta=0.8)": JumpReLUFunction.apply(pre, torch.full((8,), 0.8), 0.05),
 }
 for name, out in rules.items():
@@ -354,6 +407,10 @@ relu_fve = fve(x_val, relu_out.reconstruction)
 relu_l0 = float((relu_out.latents > 0).sum(-1).float().mean())
 print(f"ReLU SAE: FVE {relu_fve:.3f} at L0 {relu_l0:.1f} on validation tokens, dead "
       f"{relu_summary['dead_fraction']:.1%} ({relu_summary['tokens']:,} training tokens)")
+relu_penalty = float(my_weighted_l1(relu_out.latents, relu_sae.W_dec))  # your exercise
+print(f"its decoder-norm-weighted L1, sum_i f_i ||W_dec,i|| per token: {relu_penalty:.2f} "
+      f"(raw units; the trainer's is on inputs scaled by {source.scale(HOOK):.3f})")
+assert relu_penalty > 0
 if PRESET == "tiny":
     assert cfg.sae.k / 2 <= relu_l0 <= 2 * cfg.sae.k, relu_l0  # TopK's L0 range
 

@@ -49,6 +49,7 @@ from tinycourse.evaluate import metrics
 from tinycourse.config import preset
 from tinycourse.evaluate.groundtruth import auroc, best_f1
 from tinycourse.evaluate.metrics import eval_windows, pareto_front
+from tinycourse.exercises import check
 from tinycourse.pipeline import Run
 
 cfg = preset(PRESET)
@@ -94,6 +95,22 @@ print(f"{m['kind']} SAE, d_sae={m['d_sae']}, at {m['hook_in']}; "
 # - **cosine**: the mean over tokens of cos(ŷ, y): does the reconstruction point the
 #   right way, whatever its length.
 #
+# **Exercise 05.fve** (difficulty 1, about 5 minutes). Write FVE for a batch of targets
+# `y` and reconstructions `y_hat`: 1 − SSE / SST over all tokens and channels, with SST
+# around each channel's own mean. A target that does not vary has nothing to explain:
+# return None. Compute in float64. The cell after the next one uses your function to
+# recompute the evaluator's FVE from scratch.
+
+# %%
+def my_fve(y_hat: torch.Tensor, y: torch.Tensor) -> float | None:
+    """y_hat, y (n_tokens, d) -> 1 - SSE / SST (a float), SST = sum (y - y.mean(0))^2;
+    None if SST = 0."""
+    raise NotImplementedError
+
+
+my_fve = check("05.fve", my_fve)
+
+# %% [markdown]
 # The evaluator keeps float64 running sums per channel, so one pass gives all of them
 # (and the per-channel FVE below):
 
@@ -131,13 +148,12 @@ with torch.no_grad():
         xs.append(cache[HOOK].flatten(2)[keep].float())
     x = torch.cat(xs)
     out = sae(x)
-x64, x_hat = x.double(), out.reconstruction.double()
-my_fve = float(1 - (x64 - x_hat).pow(2).sum() / (x64 - x64.mean(0)).pow(2).sum())
+fve_here = my_fve(out.reconstruction, x)  # your exercise (or the package's fve)
 my_l0 = float((out.latents > 0).sum(-1).double().mean())
-print(f"{len(x):,} tokens: FVE {my_fve:.4f} (metrics.json {rec['fve']:.4f}), "
+print(f"{len(x):,} tokens: FVE {fve_here:.4f} (metrics.json {rec['fve']:.4f}), "
       f"L0 {my_l0:.2f} (metrics.json {sparsity['l0_mean']:.2f})")
 assert len(x) == N
-assert abs(my_fve - rec["fve"]) < 1e-3 and abs(my_l0 - sparsity["l0_mean"]) < 1e-3
+assert abs(fve_here - rec["fve"]) < 1e-3 and abs(my_l0 - sparsity["l0_mean"]) < 1e-3
 
 # %% [markdown]
 # FVE is a variance-weighted average over channels: channels with a large variance count
@@ -214,11 +230,29 @@ plt.show()
 #
 # 1 means splicing costs nothing; 0 means the SAE is as bad as deleting the activation.
 # **KL**(clean ‖ spliced), averaged over tokens, measures how much the whole next-token
-# distribution moves, not just the probability of the right token. The two tallies:
+# distribution moves, not just the probability of the right token.
+#
+# **Exercise 05.ce_loss_recovered** (difficulty 1, about 5 minutes). Write the ratio from
+# the three mean cross-entropies. When the ablation costs nothing (CE_ablated = CE_clean)
+# it is undefined: return None. The cell after the next one checks it on this SAE's
+# figures.
+
+# %%
+def my_ce_loss_recovered(ce_spliced: float, ce_ablated: float, ce_clean: float) -> float | None:
+    """Mean CEs (nats per token) -> the share of the ablation's cost the SAE wins back
+    (1 = as good as clean, 0 = as bad as ablating, < 0 = worse); None if undefined."""
+    raise NotImplementedError
+
+
+my_ce_loss_recovered = check("05.ce_loss_recovered", my_ce_loss_recovered)
+
+# %% [markdown]
+# The two tallies:
 
 # %%
 print(inspect.getsource(metrics._Tally.loss))
 print(inspect.getsource(metrics._Tally.recovered))
+print(inspect.getsource(metrics.ce_loss_recovered))
 
 # %%
 ce_rows = [("clean", spliced["ce_clean"]), ("SAE spliced", spliced["ce_spliced"]),
@@ -228,6 +262,10 @@ for name, ce in ce_rows:
     print(f"  {name:13s} {ce:.4f}  (+{ce - spliced['ce_clean']:.4f})")
 print(f"CE loss recovered vs zero ablation: {spliced['ce_loss_recovered']:.4f}")
 print(f"CE loss recovered vs mean ablation: {spliced['ce_loss_recovered_vs_mean']:.4f}")
+for ablated, key in (("ce_zero_ablation", "ce_loss_recovered"),
+                     ("ce_mean_ablation", "ce_loss_recovered_vs_mean")):
+    mine = my_ce_loss_recovered(spliced["ce_spliced"], spliced[ablated], spliced["ce_clean"])
+    assert abs(mine - spliced[key]) < 1e-9, (key, mine)  # your function, on these figures
 print(f"KL(clean || spliced): {spliced['kl_spliced']:.4f} nats per token")
 
 lm_summary = run.dir.manifest("lm")["summary"]
@@ -333,8 +371,52 @@ plt.show()
 # variable gets the single latent that predicts it best, by **AUROC**: the probability that
 # a random token where the variable holds scores above a random token where it does not
 # (0.5 = chance, 1 = perfect). The same is done for the PCA components and the random
-# dictionary's codes (both signs tried for them, which favours the baselines). AUROC from
-# ranks, computed for every latent at once:
+# dictionary's codes (both signs tried for them, which favours the baselines).
+#
+# **Exercise 05.auroc** (difficulty 3, about 20 minutes). Write AUROC for every latent at
+# once: `scores` (n_tokens, n_latents), `labels` (n_tokens,) bool with both classes
+# present; return (n_latents,) float64. The catch is **ties**: an SAE latent is 0 on most
+# tokens, so most pairs tie, and a tied (positive, negative) pair counts 1/2. Either
+# compare all positive-negative pairs (fine for the few hundred tokens of the cases) or,
+# as the package does, use ranks: with each score's average rank among its column's
+# (ties share the mean of their ranks), AUROC = (sum of the positives' ranks −
+# P(P + 1)/2) / (P·N) (Mann-Whitney U). After the check, yours runs on a few hundred
+# tokens of this run's own latents.
+
+# %%
+def my_auroc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """scores (n, L), labels (n,) bool -> (L,) float64: per column, the probability that a
+    random positive scores above a random negative, ties counting half."""
+    raise NotImplementedError
+
+
+my_auroc = check("05.auroc", my_auroc)
+
+# %% [markdown]
+# Yours (or the package's, if you left the stub) on 300 of the evaluation tokens of
+# section 1, for the simplest variable there is: "this token is the most frequent one
+# among them", scored by the latents that fire at least once on them. Most latents are 0
+# on most tokens, so nearly every pair ties.
+
+# %%
+all_tokens = torch.from_numpy(windows[:, :-1])
+ids = all_tokens[all_tokens != start_id] if start_id is not None else all_tokens.flatten()
+assert len(ids) == len(x)  # row i of x is token ids[i]
+tokenizer = run.tokenizer()
+few_ids, few_latents = ids[:300], out.latents[:300].detach()
+fired = torch.nonzero(few_latents.gt(0).any(0)).flatten()
+frequent = int(few_ids.mode().values)
+is_frequent = few_ids == frequent
+mine = my_auroc(few_latents[:, fired], is_frequent)
+package = auroc(few_latents[:, fired], is_frequent)
+best = int(package.argmax())
+print(f"token {frequent!r} = {tokenizer.decode([frequent])!r} ({int(is_frequent.sum())} of "
+      f"300): best of the {len(fired)} latents that fire is latent {int(fired[best])}, AUROC "
+      f"{float(package[best]):.3f}; yours {float(mine[best]):.3f}")
+assert torch.allclose(torch.as_tensor(mine).double().cpu(), package.cpu(), atol=1e-6)
+
+# %% [markdown]
+# The package's, from ranks and for sparse scores (only the nonzero entries are sorted):
 
 # %%
 print(inspect.getsource(auroc))

@@ -8,7 +8,8 @@ either back.
 
 Byte-level BPE (GPT-2's scheme, trained with Hugging Face `tokenizers`): start from the
 256 bytes, repeatedly merge the most frequent adjacent pair. Every string encodes, and
-decoding gives back exactly the bytes that went in.
+decoding gives back exactly the bytes that went in. `most_frequent_pair` and `merge_pair`
+spell out one merge step in plain Python, for reading (the trainer is Rust).
 
 The remap (TinyModel, Noa Nabeshima 2024): take a big base tokenizer (GPT-NeoX's 50K),
 count how often each of its tokens occurs on the corpus, keep the K most frequent as ids
@@ -23,6 +24,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,41 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return BPETokenizer(tokenizer, vocab_size)
+
+
+# --- BPE by hand: one merge step, as the trainer does it (for reading, not for speed) ---
+
+def most_frequent_pair(seqs: Iterable[Sequence[int]]) -> tuple[int, int] | None:
+    """The adjacent pair of ids that occurs most often in `seqs`, counted within each
+    sequence (never across the end of one and the start of the next; in 5 5 5 the pair
+    (5, 5) occurs twice). Ties go to the smallest pair (by first id, then second). None
+    when no sequence holds two ids."""
+    counts: dict[tuple[int, int], int] = {}
+    for seq in seqs:
+        seq = [int(i) for i in seq]
+        for pair in pairwise(seq):
+            counts[pair] = counts.get(pair, 0) + 1
+    if not counts:
+        return None
+    return min(counts, key=lambda pair: (-counts[pair], pair))
+
+
+def merge_pair(seqs: Iterable[Sequence[int]], pair: tuple[int, int], new_id: int) -> list[list[int]]:
+    """Each sequence with every occurrence of `pair` replaced by `new_id`, scanning left to
+    right (merging (5, 5) in 5 5 5 gives new_id 5). New lists; the input is unchanged."""
+    first, second = pair
+    merged_seqs = []
+    for seq in seqs:
+        seq, merged, i = [int(t) for t in seq], [], 0
+        while i < len(seq):
+            if i + 1 < len(seq) and seq[i] == first and seq[i + 1] == second:
+                merged.append(new_id)
+                i += 2
+            else:
+                merged.append(seq[i])
+                i += 1
+        merged_seqs.append(merged)
+    return merged_seqs
 
 
 # --- the TinyModel remap ---------------------------------------------------------------
@@ -175,12 +212,18 @@ def count_tokens(base: Tokenizer, texts: Iterable[str], batch: int = 1024) -> np
     return counts
 
 
+def top_k_ids(counts: Sequence[int] | np.ndarray, top_k: int) -> list[int]:
+    """The ids (indices of `counts`) of the `top_k` largest counts, most frequent first,
+    ties broken by the smaller id. Ids counted 0 are never kept, so fewer than `top_k` may
+    come back."""
+    counts = np.asarray(counts)
+    order = np.lexsort((np.arange(len(counts)), -counts))  # by count desc, then id asc
+    return [int(i) for i in order[:top_k] if counts[i] > 0]
+
+
 def build_remap(base: Tokenizer, texts: Iterable[str], top_k: int) -> RemapTokenizer:
     """Keep the `top_k` most frequent base tokens on `texts` (ties broken by base id)."""
-    counts = count_tokens(base, texts)
-    order = np.lexsort((np.arange(len(counts)), -counts))  # by count desc, then id asc
-    kept = [int(i) for i in order[:top_k] if counts[i] > 0]
-    return RemapTokenizer(base, kept, top_k)
+    return RemapTokenizer(base, top_k_ids(count_tokens(base, texts), top_k), top_k)
 
 
 def unk_rates(tokenizer: RemapTokenizer, texts: Iterable[str], batch: int = 1024) -> dict:

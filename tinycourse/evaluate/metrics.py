@@ -377,8 +377,7 @@ class _Tally:
         return float(self.ce[name] / self.n)
 
     def recovered(self, name: str, ablation: str = "zero") -> float | None:
-        ce = {k: self.ce_mean(k) for k in (name, ablation, "clean")}
-        return _ratio(ce[ablation] - ce[name], ce[ablation] - ce["clean"])
+        return ce_loss_recovered(self.ce_mean(name), self.ce_mean(ablation), self.ce_mean("clean"))
 
 
 class _Sparsity:
@@ -468,6 +467,23 @@ def _density_hist(density: Tensor, n_tokens: int) -> dict:
 
 def _fve(sse: Tensor, sst: Tensor) -> float | None:
     return _float(1 - sse.sum() / sst.sum()) if sst.sum() > 0 else None
+
+
+def fve(y_hat: Tensor, y: Tensor) -> float | None:
+    """Fraction of variance explained of targets y (n, d_out) by y_hat (n, d_out), as
+    `evaluate` counts it: 1 - SSE / SST over all tokens and channels, SST around each
+    channel's mean over these tokens. None if y does not vary."""
+    tally = _Tally()
+    tally.target(y)
+    tally.reconstruction("y_hat", y_hat, y)
+    return tally.fve("y_hat")
+
+
+def ce_loss_recovered(ce_spliced: float, ce_ablated: float, ce_clean: float) -> float | None:
+    """The share of the loss an ablation costs that the spliced-in dictionary wins back:
+    (CE_ablated - CE_spliced) / (CE_ablated - CE_clean); 1 = as good as the clean model, 0 =
+    no better than ablating. None if the ablation costs nothing (CE_ablated = CE_clean)."""
+    return _ratio(ce_ablated - ce_spliced, ce_ablated - ce_clean)
 
 
 def _hooks_and_windows(model, sae, shards: Shards, cfg: EvalConfig, exclude_start: bool):
@@ -628,10 +644,12 @@ def pareto_front(rows: list[dict], x: str = "l0", y: str = "fve") -> list[str]:
 __all__ = [
     "LinearBaseline",
     "RandomDictionary",
+    "ce_loss_recovered",
     "eval_windows",
     "evaluate",
     "evaluate_with_density",
     "fit_baselines",
+    "fve",
     "latent_densities",
     "pareto_front",
     "sweep_rows",

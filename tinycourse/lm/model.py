@@ -13,7 +13,7 @@ named as in TransformerLens (`blocks.0.attn.hook_pattern`), so
 works here as it does there. Attention uses PyTorch's fused `scaled_dot_product_attention`
 and only computes the attention scores and pattern explicitly when a hook asks for them.
 
-Also here: `generate` (sampling with a key/value cache), `count_parameters`,
+Also here: `causal_mask`, `generate` (sampling with a key/value cache), `count_parameters`,
 `model_device` (where a model is, checked against the device a caller asked for) and
 `save_model` / `load_model` (safetensors + config.json; loading needs no training code).
 """
@@ -92,6 +92,12 @@ class KVCache:
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
+def causal_mask(n: int, device: str | torch.device | None = None) -> torch.Tensor:
+    """(n, n) bool, True where query position i may attend to key position j: j <= i
+    (lower-triangular, the diagonal included, since a position sees itself)."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention; the heads' Q, K, V come from one fused matmul."""
 
@@ -106,9 +112,8 @@ class Attention(nn.Module):
         self.hook_attn_scores = HookPoint()  # (batch, n_heads, query_pos, key_pos), -inf above the diagonal
         self.hook_pattern = HookPoint()  # (batch, n_heads, query_pos, key_pos), rows sum to 1
         self.hook_z = HookPoint()  # (batch, pos, n_heads, d_head), the heads' outputs
-        # query i may see key j iff j <= i; sliced with an offset when keys are cached
-        causal = torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool).tril()
-        self.register_buffer("causal", causal, persistent=False)
+        # sliced with an offset when keys are cached
+        self.register_buffer("causal", causal_mask(cfg.n_ctx), persistent=False)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         """x (batch, pos, d_model) -> (batch, pos, d_model)."""
@@ -566,6 +571,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> G
 
 
 __all__ = [
-    "GPT", "KVCache", "ParameterCount", "count_parameters", "flops_per_token", "generate",
-    "generate_text", "save_model", "load_model", "unwrap", "model_device", "FORMAT_VERSION",
+    "GPT", "KVCache", "ParameterCount", "causal_mask", "count_parameters", "flops_per_token",
+    "generate", "generate_text", "save_model", "load_model", "unwrap", "model_device",
+    "FORMAT_VERSION",
 ]

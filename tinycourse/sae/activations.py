@@ -125,6 +125,13 @@ def norm_scale(width: int, mean_sq_norm: float) -> float:
     return math.sqrt(width / mean_sq_norm) if mean_sq_norm > 0 else 1.0
 
 
+def norm_scale_of(x: np.ndarray | torch.Tensor) -> float:
+    """`norm_scale` estimated from rows x (n, width): the c with mean ||c x||^2 = width
+    over these rows (1.0 if they are all zero)."""
+    x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    return norm_scale(x.shape[-1], float((x**2).sum(axis=-1).mean()))
+
+
 # --- running the model -------------------------------------------------------------------
 
 def _check_per_token(name: str) -> None:
@@ -685,12 +692,32 @@ class StreamingSource(_MixingSource):
         """c with mean ||c x||^2 = width, estimated on `scale_tokens` rows of `hook`."""
         if hook not in self._scales:
             _check_per_token(hook)
-            x = self._first_rows(min(self.scale_tokens, self.rows_per_pass), hook).astype(np.float64)
-            self._scales[hook] = norm_scale(x.shape[1], float((x**2).sum(axis=1).mean()))
+            self._scales[hook] = norm_scale_of(
+                self._first_rows(min(self.scale_tokens, self.rows_per_pass), hook))
         return self._scales[hook]
 
 
 # --- statistics --------------------------------------------------------------------------
+
+def principal_components(x: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top principal directions of rows x (n, width), centred on their mean:
+    (components (k, width), explained_variance_ratio (k,) float64, each the share of the
+    *total* variance along that direction, largest first), k = min(n_components, n, width).
+    All zero ratios if the rows do not vary."""
+    x = np.asarray(x)
+    centred = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    variance = singular**2
+    ratio = variance / variance.sum() if variance.sum() > 0 else np.zeros_like(variance)
+    k = min(n_components, len(ratio))
+    return vt[:k], ratio[:k]
+
+
+def explained_variance_ratio(x: np.ndarray, n_components: int) -> np.ndarray:
+    """(k,) float64: the share of the total variance of rows x (n, width) along each of
+    its top k principal directions (see `principal_components`)."""
+    return principal_components(x, n_components)[1]
+
 
 def activation_stats(x: np.ndarray | torch.Tensor, n_components: int = 16, bins: int = 100,
                      pca_rows: int = 8192, seed: int = 0) -> dict:
@@ -719,11 +746,7 @@ def activation_stats(x: np.ndarray | torch.Tensor, n_components: int = 16, bins:
     sample = x
     if len(x) > pca_rows:
         sample = x[np.sort(_rng("pca", seed).choice(len(x), pca_rows, replace=False))]
-    centred = sample.astype(np.float64) - sample.mean(axis=0, dtype=np.float64)
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    variance = singular**2
-    ratio = variance / variance.sum() if variance.sum() > 0 else np.zeros_like(variance)
-    k = min(n_components, len(ratio))
+    vt, ratio = principal_components(sample, n_components)
     return {
         "n_rows": int(x.shape[0]), "width": int(x.shape[1]),
         "mean": float(flat.mean(dtype=np.float64)), "std": float(flat.std(dtype=np.float64)),
@@ -734,14 +757,15 @@ def activation_stats(x: np.ndarray | torch.Tensor, n_components: int = 16, bins:
         "values_hist": {"counts": counts, "edges": edges},
         "norm_hist": {"counts": norm_counts, "edges": norm_edges},
         "norm_mean": float(norms.mean(dtype=np.float64)),
-        "pca": {"components": vt[:k], "explained_variance_ratio": ratio[:k],
-                "cumulative": np.cumsum(ratio[:k])},
+        "pca": {"components": vt, "explained_variance_ratio": ratio,
+                "cumulative": np.cumsum(ratio)},
     }
 
 
 __all__ = [
     "collect_activations", "ActivationStore", "StoreSource", "StreamingSource",
     "activation_stats", "estimate_bytes", "disk_cost_table", "hook_width", "format_bytes",
-    "plan_windows", "window_counts", "model_fingerprint", "norm_scale", "encode", "decode",
+    "plan_windows", "window_counts", "model_fingerprint", "norm_scale", "norm_scale_of",
+    "principal_components", "explained_variance_ratio", "encode", "decode",
     "DiskSpaceError", "BYTES_PER_VALUE", "BUFFER_TOKENS",
 ]

@@ -339,6 +339,15 @@ class SparseAutoencoder(nn.Module):
 
 # --- the loss -------------------------------------------------------------------------------
 
+def weighted_l1(latents: Tensor, W_dec: Tensor) -> Tensor:
+    """The ReLU SAE's sparsity penalty (Anthropic, April 2024): each latent's value times
+    its decoder row's norm, summed over latents, averaged over tokens, so the penalty can't
+    be dodged by shrinking latents and growing decoder rows.
+    latents (batch, d_sae), W_dec (d_sae, d_out) -> scalar float32"""
+    # = mean over tokens of sum_i f_i ||W_dec,i||, without a (batch, d_sae) product
+    return latents.mean(0, dtype=torch.float32) @ W_dec.norm(dim=-1).float()
+
+
 def sae_loss(sae: SparseAutoencoder, target: Tensor, out: SAEOutput, *,
              penalty_coeff: float | Tensor = 0.0, dead: Tensor | None = None) -> SAELoss:
     """The training loss of `out = sae(x)` against `target` (batch, d_out).
@@ -355,10 +364,7 @@ def sae_loss(sae: SparseAutoencoder, target: Tensor, out: SAEOutput, *,
     zero = mse.new_zeros(())
     sparsity, auxk = zero, zero
     if sae.kind == "relu":
-        # Anthropic, April 2024: L1 of each latent times its decoder row's norm, so the
-        # penalty can't be dodged by shrinking latents and growing decoder rows.
-        # (= mean over tokens of sum_i f_i ||W_dec,i||, without a (batch, d_sae) product)
-        sparsity = out.latents.mean(0, dtype=torch.float32) @ sae.W_dec.norm(dim=-1)
+        sparsity = weighted_l1(out.latents, sae.W_dec)
     elif sae.kind == "jumprelu":
         # Rajamanoharan et al. 2024: L0 = sum_i H(pre_i - theta_i), through StepFunction
         sparsity = StepFunction.apply(out.pre.float(), sae.threshold,
@@ -448,6 +454,6 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
 
 __all__ = [
     "SparseAutoencoder", "SAEOutput", "SAELoss", "sae_loss", "auxk_applies", "auxk_loss",
-    "save_sae", "load_sae", "geometric_median", "topk_relu", "batch_topk_relu",
+    "save_sae", "load_sae", "geometric_median", "topk_relu", "batch_topk_relu", "weighted_l1",
     "JumpReLUFunction", "StepFunction",
 ]
