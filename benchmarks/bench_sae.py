@@ -347,7 +347,7 @@ def prepare(spec: dict):
     import torch._dynamo  # noqa: F401  sae_lens imports it, ours on its first Adam step: not
     # training memory (~70 MB of RSS), so load it before the baseline for both
     for p in spec["participants"]:
-        __import__("tinycourse.sae_train" if p["trainer"] == "ours" else "sae_lens")
+        __import__("tinycourse.sae.train" if p["trainer"] == "ours" else "sae_lens")
     return torch, device, train, held, scale
 
 

@@ -15,19 +15,21 @@
 # # 01 · The tokenizer: from stories to integers
 #
 # A language model reads and predicts integers, not text. The tokenizer is the fixed,
-# invertible map between the two, and it is chosen before training starts: its vocabulary
-# is the first and last layer of the model (the embedding and the unembedding have one row
-# per token), and every later lesson reads activations *per token*.
-#
+# invertible map between the two. It is chosen before training starts, for two reasons.
+# Its vocabulary is the model's first and last layer: the embedding and the unembedding
+# have one row per token. And every later lesson reads activations *per token*.
+
+# %% [markdown]
 # This notebook builds the first two stages of the pipeline:
 #
 # ```
 # stories -> [tokenizer] -> [token shards] -> LM -> activations -> SAE -> ...
 # ```
 #
-# It trains the course's tokenizer, asks how large its vocabulary should be, builds the
-# TinyModel-style "top-K" vocabulary, and writes the corpus as flat token files that the
-# next notebook trains on.
+# It trains the course's tokenizer and asks how large its vocabulary should be. It then
+# builds a "top-K" vocabulary: a big tokenizer cut down to its K most frequent tokens, as
+# [TinyModel](https://github.com/noanabeshima/tinymodel) does (section 5). Last, it
+# writes the corpus as flat token files that the next notebook trains on.
 
 # %%
 import os
@@ -43,6 +45,7 @@ import re
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import HTML, display
+from tqdm.auto import tqdm
 
 import tinycourse.config
 from tinycourse.config import TokenizerConfig
@@ -83,8 +86,10 @@ print(f"{len(train_texts):,} training stories ({n_bytes / 1e6:.2f} MB), "
 # ## 1. The corpus
 #
 # On `tiny` the stories come from `storyworld`, the course's own generator of
-# TinyStories-like text (offline, seeded, and labelled for later lessons); on `small` and
-# `replication` they are the real TinyStories. Two of them:
+# TinyStories-like text: offline, seeded, and labelled for later lessons. On `small` and
+# `replication` they are the real TinyStories ([*TinyStories: How Small Can Language
+# Models Be and Still Speak Coherent English?*](https://arxiv.org/abs/2305.07759), Eldan &
+# Li 2023). Two of them:
 
 # %%
 for story in train_texts[:2]:
@@ -97,23 +102,35 @@ print(f"distinct whitespace-separated words: {len({w for t in train_texts for w 
 # %% [markdown]
 # ## 2. The idea: byte-level BPE
 #
-# Byte-pair encoding (Sennrich et al. 2016, after Gage 1994) builds a vocabulary bottom up.
-# Start with one token per symbol; count every adjacent pair in the corpus; add the most
-# frequent pair as a new token and replace it everywhere; repeat until the vocabulary has
-# the size you asked for. Frequent words end up as one token, rare words as a few pieces.
+# Byte-pair encoding (BPE) builds a vocabulary bottom up
+# ([*Neural Machine Translation of Rare Words with Subword
+# Units*](https://arxiv.org/abs/1508.07909), Sennrich, Haddow & Birch 2016, after a
+# compression algorithm of Gage 1994):
 #
-# *Byte-level* BPE (GPT-2, Radford et al. 2019) starts from the 256 byte values instead of
-# characters, so every string, in any script or with any emoji, can be encoded, and
-# decoding returns exactly the bytes that went in: there is no "unknown" token. Text is
-# first split into words, with a word's leading space kept on the word (`" Lily"`), so
-# merges never cross a word boundary.
+# 1. start with one token per symbol;
+# 2. count every adjacent pair in the corpus;
+# 3. add the most frequent pair as a new token, and replace it everywhere;
+# 4. repeat until the vocabulary has the size you asked for.
 #
+# Frequent words end up as one token, rare words as a few pieces.
+
+# %% [markdown]
+# *Byte-level* BPE starts from the 256 byte values instead of characters
+# ([*Language Models are Unsupervised Multitask
+# Learners*](https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf),
+# Radford et al. 2019, the GPT-2 paper). So every string, in any script or with any
+# emoji, can be encoded. Decoding returns exactly the bytes that went in: there is no
+# "unknown" token. Text is first split into words, each keeping its leading space
+# (`" Lily"`), so merges never cross a word boundary.
+
+# %% [markdown]
 # One merge step is two small functions, and you can write them. Each exercise below
-# gives a stub; write its body and run the cell after it: `check` runs your function and
-# the package's own on the same cases and says which case disagrees, and why it probably
+# gives a stub: write its body and run the cell after it. `check` runs your function and
+# the package's own on the same cases; it says which case disagrees, and why it probably
 # does. Left as `raise NotImplementedError`, the package's version is used and the
 # notebook carries on.
-#
+
+# %% [markdown]
 # ### Exercise 1 · the pair to merge (difficulty 1, about 5 minutes)
 #
 # Count every adjacent pair of ids *within* each sequence (a sequence is one word's
@@ -181,10 +198,19 @@ assert b"".join(pieces[i] for seq in seqs for i in seq) == "".join(words).encode
 
 # %% [markdown]
 # The first merges join a space to the letters that most often start a word, and common
-# pairs such as `he` and `ed`; within a dozen merges ` the` and ` to` are single tokens.
-# Decoding is the lookup table `pieces`, so nothing is lost (the assert). The package trains the same thing with
-# Hugging Face `tokenizers` (Rust, thousands of merges in seconds; it breaks ties its own
-# way). The whole recipe:
+# pairs such as `he`. Within a dozen merges ` the` is a single token. Decoding is the
+# lookup table `pieces`, so nothing is lost (the assert above). The next cell checks this
+# run's merges:
+
+# %%
+merged = [pieces[i] for i in range(256, len(pieces))]
+assert any(p.startswith(b" ") and p[1:].isalpha() for p in merged[:3]), merged[:3]
+assert b" the" in merged, merged
+print("merged pieces:", merged)
+
+# %% [markdown]
+# The package trains the same thing with Hugging Face `tokenizers`: Rust, thousands of
+# merges in seconds, and its own way of breaking ties. The whole recipe:
 
 # %%
 print(inspect.getsource(train_bpe))
@@ -192,12 +218,13 @@ print(inspect.getsource(train_bpe))
 # %% [markdown]
 # `<|endoftext|>` is a special token (id 0), added beside the merges rather than learned.
 # The shard writer puts it in front of every story, so the model sees where stories begin.
-#
+
+# %% [markdown]
 # ## 3. Train the course's tokenizer
 #
-# `run.tokenizer()` builds the pipeline's `tokenizer` stage (or reuses it, if a previous run
-# built it with the same config) and loads it. The stage records a few key figures in its
-# manifest.
+# `run.tokenizer()` builds the pipeline's `tokenizer` stage and loads it. If a previous
+# run built the stage with the same config, it is reused. The stage records a few key
+# figures in its manifest.
 
 # %%
 tokenizer = run.tokenizer()
@@ -258,21 +285,29 @@ for sentence in SENTENCES:
     show_tokens(tokenizer, sentence)
 
 # %% [markdown]
-# Common story words are single tokens, with their leading space: `" Lily"` and `"Lily"`
-# (at the start of a text) are different tokens. Words the corpus rarely or never uses
-# fall apart into pieces, down to single bytes. `ë` is two bytes in UTF-8 and
-# 🥞 is four, so they take two and four byte tokens. Nothing is lost:
+# Common story words are single tokens, with their leading space: `" Lily"` is one token.
+# Without the space (`"Lily"` at the start of a text) it is encoded differently, here in
+# pieces. Words the corpus rarely or never uses
+# fall apart into pieces, down to single bytes. `ë` is two bytes in UTF-8 and 🥞 is
+# four, so they take two and four byte tokens. Nothing is lost. The cell checks each
+# of these:
 
 # %%
 for sentence in SENTENCES:
     assert tokenizer.decode(tokenizer.encode(sentence)) == sentence
 print(tokenizer.encode(SENTENCES[0]))
+lily, lily_start = tokenizer.encode(" Lily"), tokenizer.encode("Lily")
+print(f"' Lily' -> {tokenizer.pieces(' Lily')}, 'Lily' -> {tokenizer.pieces('Lily')}")
+assert len(lily) == 1 and lily_start != lily
+assert len(tokenizer.encode(" thermodynamics")) > 1
+if cfg.data.source == "storyworld":  # a corpus that uses ë often may learn it as one token
+    assert len(tokenizer.encode("ë")) == 2 and len(tokenizer.encode("🥞")) == 4
 
 # %% [markdown]
 # ## 4. How big should the vocabulary be?
 #
-# A larger vocabulary makes sequences shorter (more bytes per token, so a context window
-# holds more story), but costs embedding rows, and every token needs enough training
+# A larger vocabulary makes sequences shorter: more bytes per token, so a context window
+# holds more story. But it costs embedding rows, and every token needs enough training
 # examples to learn a good embedding. We train BPEs of several sizes on the training
 # stories and measure, on held-out validation stories,
 #
@@ -283,7 +318,7 @@ print(tokenizer.encode(SENTENCES[0]))
 # %%
 sweep = {}
 rows = []
-for size in SWEEP_SIZES:
+for size in tqdm(SWEEP_SIZES, desc="BPE sweep", unit="tokenizer"):
     tok = train_bpe(train_texts, size, cfg.tokenizer.min_frequency)
     sweep[size] = tok
     encoded = tok.encode_batch(val_texts)
@@ -322,27 +357,53 @@ plt.show()
 # %% [markdown]
 # How to read it:
 #
-# - At small sizes most of the vocabulary is the 256 byte tokens, and plain English text
-#   uses well under half of them (storyworld: 59 distinct bytes): the rest are there so
-#   that *any* text can be encoded.
+# - At small sizes most of the vocabulary is the 256 byte tokens. Plain English text
+#   uses well under half of them; the rest are there so that *any* text can be encoded.
 # - Compression climbs fast, then flattens once every frequent word has its own token.
-# - A corpus can only fill a vocabulary as large as its repeated pieces. `storyworld` has
-#   under two thousand distinct words (section 1), so at the largest sizes the trainer runs
-#   out of pairs seen at least `min_frequency` times and stops early ("learned" below
-#   "asked").
-# - Some learned tokens are intermediate merges, steps on the way to a longer token, that
-#   the encoder never emits once the longer token exists (printed above).
-# - Unused ids still cost an embedding row each, and rare ones get few gradient updates:
-#   a vocabulary much larger than the corpus needs buys little.
+# - Some learned tokens are intermediate merges: steps on the way to a longer token,
+#   which the encoder never emits once the longer token exists (printed above).
 #
+# The cell below checks these three on this run.
+
+# %%
+n_distinct_bytes = len({b for t in train_texts for b in t.encode()})
+bpt = np.array([r[2] for r in rows])
+print(f"distinct bytes in the training stories: {n_distinct_bytes} of 256")
+print("gain in bytes/token from each size to the next:", np.round(np.diff(bpt), 2).tolist())
+assert n_distinct_bytes < 128
+assert np.all(np.diff(bpt) > -0.01) and np.diff(bpt)[-1] < np.diff(bpt)[0]
+assert len(never) > 0
+
+# %% [markdown]
+# A corpus can only fill a vocabulary as large as its repeated pieces. `storyworld` has
+# under two thousand distinct words (section 1). So at the largest sizes the trainer runs
+# out of pairs seen at least `min_frequency` times, and stops early: "learned" falls
+# below "asked". Unused ids still cost an embedding row each, and rare ones get few
+# gradient updates. A vocabulary much larger than the corpus needs buys little.
+
+# %%
+n_words = len({w for t in train_texts for w in t.split()})
+print(f"{n_words:,} distinct words; learned/asked at the largest size: "
+      f"{rows[-1][1]:,}/{rows[-1][0]:,}")
+if cfg.data.source == "storyworld":
+    assert n_words < 2000 and rows[-1][1] < rows[-1][0]
+
+# %% [markdown]
 # ## 5. TinyModel's remap: a big tokenizer, cut down to its top K tokens
 #
-# Another road to a small vocabulary: take a big general tokenizer and keep only the K
-# tokens that are most frequent on the corpus. The TinyStories paper (Eldan & Li 2023)
-# "use[s] GPT-Neo tokenizer but only keep[s] the top 10K most common tokens". TinyModel
-# (Noa Nabeshima 2024) does the same with GPT-NeoX's tokenizer, and says exactly what
-# happens to the rest: tokens outside the top 10K become `[UNK]`, the kept ones are
-# renumbered 1..10K by falling frequency, and each story starts with `[BEGIN]`.
+# Another road to a small vocabulary: take a big general tokenizer, and keep only the K
+# tokens that are most frequent on the corpus. The TinyStories paper
+# ([Eldan & Li 2023](https://arxiv.org/abs/2305.07759), footnote 2) "use[s] GPT-Neo
+# tokenizer but only keep[s] the top 10K most common tokens". GPT-Neo and GPT-NeoX are
+# EleutherAI's open models.
+
+# %% [markdown]
+# [TinyModel](https://github.com/noanabeshima/tinymodel) (Noa Nabeshima 2024) does the
+# same with GPT-NeoX's tokenizer, and says exactly what happens to the rest:
+#
+# - tokens outside the top 10K become `[UNK]`;
+# - the kept ones are renumbered 1..10K by falling frequency;
+# - each story starts with `[BEGIN]`.
 #
 # Unlike a BPE, this map is *lossy*: text made of rare tokens comes back as `[UNK]`.
 # The package's version:
@@ -352,11 +413,14 @@ print(inspect.getsource(build_remap))
 
 # %% [markdown]
 # The real base is GPT-NeoX's `tokenizer.json`, which lives on the Hugging Face hub. To
-# stay offline this notebook uses its largest BPE from the sweep above as the base; set
-# the environment variable `TINYCOURSE_BASE_TOKENIZER` to a `tokenizer.json` to use a real
-# one. First, how often each base token occurs on the training stories: a few tokens do
-# most of the work, so a top-K list covers most of the text long before K reaches the
-# number of tokens the corpus uses at all.
+# stay offline, this notebook uses its largest BPE from the sweep above as the base. To
+# use a real one, set the environment variable `TINYCOURSE_BASE_TOKENIZER` to a
+# `tokenizer.json`.
+#
+# First, how often each base token occurs on the training stories. A few tokens do most
+# of the work: a top-K list covers most of the text long before K reaches the number of
+# tokens the corpus uses at all. The cell checks that a quarter of them cover over three
+# quarters of the training tokens.
 
 # %%
 BASE = os.environ.get("TINYCOURSE_BASE_TOKENIZER", "")
@@ -370,6 +434,8 @@ print(f"base: {BASE or f'our {SWEEP_SIZES[-1]} BPE'} ({base.get_vocab_size():,} 
 for k in (10, 100, 1000, 10_000):
     if k < n_used:
         print(f"top {k:6,} tokens cover {coverage[k - 1]:.1%} of training tokens")
+print(f"top quarter ({n_used // 4:,} tokens) covers {coverage[n_used // 4 - 1]:.1%}")
+assert coverage[n_used // 4 - 1] > 0.75
 
 # K values to try: fractions of the tokens the corpus uses (and the preset's top_k)
 REMAP_KS = sorted({max(1, round(n_used * f)) for f in (0.125, 0.25, 0.5, 0.75, 0.85, 0.9, 0.95, 1.0)}
@@ -426,15 +492,17 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Share of *stories* is the harsher measure: when only a percent of tokens are `[UNK]`,
-# most stories still contain one, and one `[UNK]` can spoil a sentence for the model. A
-# sample at a K that still loses a few percent of tokens, with `[UNK]` in red, and what
-# decoding gives back:
+# Share of *stories* is the harsher measure. When only a percent of tokens are `[UNK]`,
+# most stories still contain one, and one `[UNK]` can spoil a sentence for the model.
+# Below: a sample at a K that still loses over a percent of tokens, with `[UNK]` in red,
+# and what decoding gives back. The cell asserts that most stories hold an `[UNK]` there.
 
 # %%
 lossy = [k for k in REMAP_KS if unk[k]["unk_token_share"] > 0.01] or REMAP_KS[:1]
 remap = remaps[lossy[-1]]
-print(f"K = {lossy[-1]}")
+print(f"K = {lossy[-1]}: {unk[lossy[-1]]['unk_token_share']:.1%} of tokens, "
+      f"{unk[lossy[-1]]['unk_story_share']:.0%} of stories")
+assert unk[lossy[-1]]["unk_story_share"] > 0.5
 # the first validation story with an [UNK], tokenized whole; show 40 tokens around it
 story = next((t for t in val_texts if remap.unk_id in remap.encode(t)), val_texts[0])
 ids = remap.encode(story)
@@ -509,9 +577,12 @@ print(text)
 # ## 7. Invariants
 #
 # The notebook checks what the rest of the course relies on, so it fails loudly if the
-# package breaks: decoding inverts encoding, every id fits the vocabulary (the
-# embedding's rows), the shards hold exactly one start token per story, and the shards
-# hold what the tokenizer produces.
+# package breaks:
+#
+# - decoding inverts encoding;
+# - every id fits the vocabulary (the embedding's rows);
+# - the shards hold exactly one start token per story;
+# - the shards hold what the tokenizer produces.
 
 # %%
 held_out = val_texts[:200]
@@ -541,44 +612,68 @@ print("all invariants hold")
 #
 # | tokenizer | vocabulary | source |
 # |---|---|---|
-# | GPT-2 byte-level BPE | 50,257 (256 bytes + 50,000 merges + `<\|endoftext\|>`) | Radford et al. 2019 |
-# | TinyStories models | GPT-Neo's tokenizer, top 10K tokens kept | Eldan & Li 2023, footnote 2 |
-# | TinyModel | GPT-NeoX's tokenizer remapped to top 10K + `[UNK]` + `[BEGIN]` | Nabeshima 2024 |
+# | GPT-2 byte-level BPE | 50,257 (256 bytes + 50,000 merges + `<\|endoftext\|>`) | [Radford et al. 2019](https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf) |
+# | TinyStories models | GPT-Neo's tokenizer, top 10K tokens kept | [Eldan & Li 2023](https://arxiv.org/abs/2305.07759), footnote 2 |
+# | TinyModel | GPT-NeoX's tokenizer remapped to top 10K + `[UNK]` + `[BEGIN]` | [Nabeshima 2024](https://github.com/noanabeshima/tinymodel) |
 # | this course, `replication` | our byte-level BPE, 10,000 tokens | `config.py` |
+
+# %% [markdown]
+# Typical English with a GPT-2-style BPE runs at about 4 bytes per token: OpenAI's rule
+# of thumb is "1 token ≈ 4 characters" ([*What are tokens and how to count
+# them?*](https://help.openai.com/en/articles/4936856-what-are-tokens-and-how-to-count-them),
+# OpenAI Help Center). On real TinyStories, `benchmarks/README.md` records 4.0 bytes per
+# token for a 4,096-token BPE (`benchmarks/bench_tokenize.py`, first 2 MiB of the train
+# file). Simple text compresses well even with a small vocabulary.
+
+# %% [markdown]
+# On `storyworld`, expect about 3.5 bytes per token at 1,024. Expect saturation by about
+# 2,000 tokens, since it uses under two thousand distinct words. The cell below checks
+# both on `storyworld`. Signs of trouble:
 #
-# Typical English with a GPT-2-style BPE runs at about 4 bytes per token (OpenAI's rule of
-# thumb is "about 4 characters"). Our own measurement on real TinyStories
-# (`benchmarks/bench_tokenize.py`, first 2 MiB of the train file): a 4,096-token BPE trained
-# on it gives 4.0 bytes per token. Simple text compresses well even with a small
-# vocabulary. On `storyworld`, expect ~3.5 bytes per token at 1,024 and saturation by ~2,000,
-# since it uses under two thousand distinct words. Signs of trouble: bytes per token below ~3
-# on English (vocabulary too small, or trained on the wrong text), a trained vocabulary far
-# smaller than asked (corpus too small), or an `[UNK]` share of stories above a few percent
-# (K too small).
+# - bytes per token below ~3 on English: vocabulary too small, or trained on the wrong text;
+# - a trained vocabulary far smaller than asked: corpus too small;
+# - an `[UNK]` share of stories above a few percent: K too small.
 
 # %%
 print(f"this run ({PRESET}, {cfg.data.source}): vocab {tokenizer.vocab_size}, "
       f"{summary['val_bytes_per_token']:.2f} bytes/token on validation, "
       f"{shards.meta['splits']['train']['tokens']:,} training tokens")
+if cfg.data.source == "storyworld":
+    by_size = {size: (learned, bpt) for size, learned, bpt, _, _ in rows}
+    assert abs(by_size[1024][1] - 3.5) < 0.4, by_size[1024]
+    assert max(learned for learned, _ in by_size.values()) < 2400, by_size
 
 # %% [markdown]
 # ## 9. Scaling up: the `replication` preset
 #
 # Run this notebook with `TINYCOURSE_PRESET=replication` (or change the first cell). That
-# preset reads the full TinyStories train set (~2.1M stories, ~1.9 GB of text) from the
-# Hugging Face hub. Offline, give it the file instead:
-# `cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="path/to/TinyStories-train.txt"))`,
-# or on the command line `tinycourse run --preset replication --data path/to/TinyStories-train.txt`.
+# preset reads the full TinyStories train set from the Hugging Face hub
+# ([`roneneldan/TinyStories`](https://huggingface.co/datasets/roneneldan/TinyStories):
+# about 2.1M stories, 1.9 GB of text). Offline, give it the file instead, in a notebook:
+# `cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="path/to/TinyStories-train.txt"))`.
+# On the command line:
+# `tinycourse run --preset replication --data path/to/TinyStories-train.txt`.
+
+# %% [markdown]
+# What changes at that scale (the cell below checks the preset's numbers):
 #
 # - The BPE (10,000 tokens) trains on the first 200,000 training stories
-#   (`tokenizer.train_stories`, ~180 MB): ample text to rank 10,000 merges of simple
-#   English, while BPE training time and memory grow with the text.
-# - Shards: ~470M tokens, so ~0.95 GB of `uint16` for `train.bin`. Encoding streams 4,096
-#   stories at a time (`shards.encode_batch_stories`), so memory stays flat. On 2 CPU cores
-#   our benchmark encodes ~8 MB of text a second, which extrapolates to ~4 minutes for the
-#   full file (an extrapolation, for encoding alone: reading and cleaning the stories, or
-#   streaming them from the hub, comes on top).
+#   (`tokenizer.train_stories`, ~180 MB). That is ample text to rank 10,000 merges of
+#   simple English, and BPE training time and memory grow with the text.
+# - Shards: ~470M tokens, so ~0.94 GB of `uint16` for `train.bin`. Encoding streams 4,096
+#   stories at a time (`shards.encode_batch_stories`), so memory stays flat.
+
+# %% [markdown]
+# - `benchmarks/README.md` records the encoding speed on 2 CPU cores, and what it
+#   extrapolates to for the full file (encoding alone: reading the stories comes on top).
 # - The experiments in this notebook (sweep, remap) switch to samples of 50,000 training
 #   and 2,000 validation stories on the larger presets.
 # - Both stages are cached in `runs/replication/`: the next notebook, and a rerun of this
 #   one, reuse them.
+
+# %%
+rep_cfg = tinycourse.config.preset("replication")
+print(rep_cfg.tokenizer, rep_cfg.shards, sep="\n")
+assert rep_cfg.tokenizer.vocab_size == 10_000 and rep_cfg.tokenizer.train_stories == 200_000
+assert rep_cfg.shards.encode_batch_stories == 4096
+assert rep_cfg.tokenizer.vocab_size < 2**16  # so uint16: 470M tokens x 2 bytes = 0.94 GB

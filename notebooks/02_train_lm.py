@@ -18,7 +18,8 @@
 # autoencoders, its attention heads get catalogued, its circuits traced. So we build it in
 # the open: a GPT whose every activation has a name, trained to predict the next token of
 # the stories from notebook 01.
-#
+
+# %% [markdown]
 # ```
 # stories -> tokenizer -> token shards -> [LM] -> activations -> SAE -> ...
 # ```
@@ -63,25 +64,32 @@ print(cfg.train)
 #
 # A language model assigns a probability to the next token given the ones before it.
 # Training shows it windows of real text and minimises the **cross-entropy**: the mean of
-# $-\ln p(\text{actual next token})$ over every position, in nats. A model that knows
-# nothing spreads its bets evenly and scores $\ln(\text{vocabulary size})$; a model that
-# only knows how frequent each token is scores the **unigram entropy**; everything below
-# that is learned from context.
+# $-\ln p(\text{actual next token})$ over every position, in nats. Two baselines:
 #
-# The architecture is GPT-2's (Radford et al. 2019), small. Each token id picks a row of
-# the embedding, and a learned position embedding is added: this sum starts the
-# **residual stream**, one `d_model` vector per position. Each of `n_layers` blocks *reads*
-# the stream through a norm and *adds* its result back: first attention (which moves
-# information between positions, only from earlier to later ones), then an MLP (which
-# works on each position alone). A final norm and the unembedding turn the stream into
-# one logit per vocabulary entry. One block, from the package:
+# - a model that knows nothing spreads its bets evenly, and scores $\ln(\text{vocabulary size})$;
+# - a model that only knows how frequent each token is scores the **unigram entropy**.
+#
+# Everything below that is learned from context.
+
+# %% [markdown]
+# The architecture is GPT-2's, small ([*Language Models are Unsupervised Multitask
+# Learners*](https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf),
+# Radford et al. 2019). Each token id picks a row of the embedding, and a learned
+# position embedding is added. This sum starts the **residual stream**: one `d_model`
+# vector per position.
+#
+# Each of `n_layers` blocks *reads* the stream through a norm and *adds* its result back.
+# First comes attention, which moves information between positions, only from earlier to
+# later ones. Then an MLP, which works on each position alone. A final norm and the
+# unembedding turn the stream into one logit per vocabulary entry. One block, from the
+# package:
 
 # %%
 print(inspect.getsource(Block.forward))
 
 # %% [markdown]
 # Attention: each head compares its query at a position with the keys of that position
-# and all earlier ones, softmaxes the scores into a **pattern** (weights summing to 1),
+# and all earlier ones. It softmaxes the scores into a **pattern** (weights summing to 1),
 # and takes the weighted sum of their values. The heads' outputs `z` are concatenated and
 # projected back to `d_model`. PyTorch's fused kernel never writes the pattern down, so
 # the code computes it by hand only when a hook asks for it.
@@ -91,11 +99,12 @@ print(inspect.getsource(Attention.forward))
 
 # %% [markdown]
 # Three exercises in this notebook let you write pieces of this yourself. Each gives a
-# stub; write its body and run the cell after it: `check` runs your function and the
-# package's on the same cases and names the case that disagrees, with a hint at the
+# stub: write its body and run the cell after it. `check` runs your function and the
+# package's on the same cases, and names the case that disagrees, with a hint at the
 # likely mistake. Left as `raise NotImplementedError`, the package's version is used and
 # the notebook carries on.
-#
+
+# %% [markdown]
 # ### Exercise 1 · the causal mask (difficulty 1, about 5 minutes)
 #
 # `self.causal[...]` above is the mask that keeps attention causal: entry `[i, j]` is
@@ -130,10 +139,12 @@ print(f"\nd_model={m.d_model}, n_layers={m.n_layers}, n_heads={m.n_heads}, d_hea
       f"d_mlp={m.d_mlp}, n_ctx={m.n_ctx}, d_vocab={m.d_vocab}")
 
 # %% [markdown]
-# The counts follow from the shapes: per layer, attention has the fused Q, K, V matrix
-# (`d_model x 3 n_heads d_head`) and the output matrix (`n_heads d_head x d_model`) plus
-# biases; the MLP has `d_model x d_mlp` in and `d_mlp x d_model` out plus biases; each
-# LayerNorm has a gain and a bias.
+# The counts follow from the shapes. Per layer:
+#
+# - attention has the fused Q, K, V matrix (`d_model x 3 n_heads d_head`) and the output
+#   matrix (`n_heads d_head x d_model`), plus biases;
+# - the MLP has `d_model x d_mlp` in and `d_mlp x d_model` out, plus biases;
+# - each LayerNorm has a gain and a bias.
 
 # %%
 H = m.n_heads * m.d_head
@@ -170,26 +181,37 @@ show_tree(untrained, "GPT")
 
 # %%
 print(f"{'preset':<12}{'total':>12}{'embeddings':>12}{'attn':>12}{'mlp':>12}  train FLOPs/token")
+embedding_share = {}
 for name in ("tiny", "small", "replication"):
     with torch.device("meta"):
         pc = count_parameters(GPT(preset(name).resolved_model))
     emb = pc.embed + pc.pos_embed + (0 if pc.tied else pc.unembed)
+    embedding_share[name] = emb / pc.total
     print(f"{name:<12}{pc.total:>12,}{emb / pc.total:>12.0%}{pc.attn:>12,}{pc.mlp:>12,}"
           f"  {flops_per_token(preset(name).resolved_model):.3g}")
 
 # %% [markdown]
 # The embeddings (token and position in, unembedding out) are a third or more of the
-# parameters at every preset: small models spend much of their budget on the vocabulary,
-# one reason its size matters (notebook 01) and why papers often quote non-embedding
-# counts. `flops_per_token` is the usual estimate of training compute: 6 FLOPs per
-# non-embedding parameter per token (2 forward, 4 backward) plus the attention scores.
+# parameters at every preset (the cell below checks it). Small models spend much of
+# their budget on the vocabulary. That is one reason its size matters (notebook 01), and
+# why papers often quote non-embedding counts.
 #
+# `flops_per_token` is the usual estimate of training compute: 6 FLOPs per non-embedding
+# parameter per token (2 forward, 4 backward), plus the attention scores
+# ([*Scaling Laws for Neural Language Models*](https://arxiv.org/abs/2001.08361), Kaplan
+# et al. 2020).
+
+# %%
+assert all(share > 1 / 3 for share in embedding_share.values()), embedding_share
+
+# %% [markdown]
 # ## 3. One forward pass, traced
 #
 # Every activation passes through a `HookPoint` named by its module path, as in
-# TransformerLens. `run_with_cache` runs the model and keeps the activations asked for
-# (here: all). The tokenizer is the pipeline's (built if needed); each story in the
-# shards starts with the start token, so a prompt does too.
+# [TransformerLens](https://github.com/TransformerLensOrg/TransformerLens) (Nanda &
+# Bloom 2022). `run_with_cache` runs the model and keeps the activations
+# asked for (here: all). The tokenizer is the pipeline's (built if needed). Each story in
+# the shards starts with the start token, so a prompt does too.
 
 # %%
 tokenizer = run.tokenizer()
@@ -283,10 +305,9 @@ print("hook names, shapes, the residual sums and causal patterns check out")
 # ## 4. Before training
 #
 # With weights drawn at `init_std = 0.02`, the logits are all close to 0, so the model
-# spreads its bets almost evenly: its loss on validation text is about
-# $\ln(d_\text{vocab})$, and its samples are random tokens (byte tokens that do not form
-# a whole character decode as `�`).
-#
+# spreads its bets almost evenly. First, the loss that measures it.
+
+# %% [markdown]
 # ### Exercise 2 · the next-token loss (difficulty 2, about 10 minutes)
 #
 # The loss training minimises: at every position, minus the log of the probability the
@@ -311,7 +332,9 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 lm_loss = check("02.lm_loss", lm_loss)
 
 # %% [markdown]
-# The untrained model on validation text, scored with your loss:
+# The untrained model on validation text, scored with your loss. The cell asserts that
+# it is about $\ln(d_\text{vocab})$. Its samples are random tokens (byte tokens that do
+# not form a whole character decode as `�`).
 
 # %%
 shards = run.shards()
@@ -333,9 +356,10 @@ for text in before:
 # ## 5. Training
 #
 # The `lm` stage trains with AdamW on random windows of `n_ctx + 1` tokens from the
-# training shard (the model reads the first `n_ctx` and predicts each next one). The
+# training shard: the model reads the first `n_ctx` and predicts each next one. The
 # learning rate warms up linearly, then follows a cosine down to a tenth of its peak.
-#
+
+# %% [markdown]
 # ### Exercise 3 · the learning-rate schedule (difficulty 2, about 15 minutes)
 #
 # Steps count from 0. During the first `warmup_steps` steps the rate climbs linearly, so
@@ -370,18 +394,21 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# `run.ensure("lm")` trains the model, or reuses it if this run already has one with the
-# same config (e.g. from `make demo`). On `tiny` training takes about a minute on two CPU
-# cores; the stage checkpoints as it goes, so a killed run resumes where it stopped.
-# Its folder holds `metrics.jsonl` (one line per step), `samples.jsonl` (stories sampled at
-# each evaluation), `summary.json` and the model.
+# `run.ensure("lm")` trains the model, with a progress bar. If this run already has one
+# with the same config (e.g. from `make demo`), it is reused. The stage checkpoints as it
+# goes, so a killed run resumes where it stopped. `benchmarks/README.md` records how long
+# `tiny` takes on two CPU cores; `wall_time_s` below is this build's time.
+#
+# The stage's folder holds `metrics.jsonl` (one line per step), `samples.jsonl` (stories
+# sampled at each evaluation), `summary.json` and the model.
 
 # %%
 lm_dir = run.ensure("lm")
 print(sorted(p.name for p in lm_dir.iterdir()))
 summary = json.loads((lm_dir / "summary.json").read_text())
 print({k: summary[k] for k in ("steps", "tokens", "train_loss", "val_loss", "unigram_entropy",
-                               "tokens_per_s", "parameters", "device")})
+                               "tokens_per_s", "parameters", "device", "wall_time_s")
+       if k in summary})
 records = [json.loads(line) for line in (lm_dir / "metrics.jsonl").read_text().splitlines()]
 evals = [r for r in records if "val_loss" in r]
 
@@ -420,14 +447,28 @@ if PRESET == "tiny":
 # How to read it:
 #
 # - The loss starts at $\ln(d_\text{vocab})$ and falls through the unigram entropy within
-#   the first few dozen steps: token frequencies are the first thing learned. Everything
+#   the first hundred steps: token frequencies are the first thing learned. Everything
 #   below that line comes from reading the context.
-# - Validation follows training closely: no overfitting at this budget. (`tiny` sees its
-#   corpus about twice; storyworld's stories are generated from templates, so they are
-#   more predictable than real TinyStories: expect lower losses than on the real thing.)
+# - Validation follows training closely: no overfitting at this budget. `tiny` sees its
+#   corpus about twice.
 # - Tokens/s times the training step alone (evaluations and checkpoints fall outside
 #   it). After the first few steps it should be flat; dips come from other processes
 #   sharing the machine.
+#
+# The cell below checks the first two on this run.
+
+# %%
+first_below = next(r["step"] for r in records if r["train_loss"] < entropy)
+epochs = summary["tokens"] / shards.meta["splits"]["train"]["tokens"]
+gap = abs(evals[-1]["val_loss"] - np.mean([r["train_loss"] for r in records[-20:]]))
+print(f"first loss {records[0]['train_loss']:.2f} (ln d_vocab {math.log(m.d_vocab):.2f}); "
+      f"below the unigram entropy from step {first_below}; {epochs:.1f} passes over the "
+      f"corpus; final validation - training loss: {gap:.3f}")
+assert abs(records[0]["train_loss"] - math.log(m.d_vocab)) < 0.3
+assert first_below <= 100
+assert gap < 0.1 * val_loss
+if PRESET == "tiny":
+    assert 1.5 < epochs < 3
 #
 # ## 6. After training
 #
@@ -465,12 +506,26 @@ if PRESET == "tiny":  # it has learned that a name comes next
     assert any(t.strip() in {c.name for c in NAMES} for t in top_next[PROMPTS[2]])
 
 # %% [markdown]
-# The `tiny` model knows that a boy's name comes next, but after its short training it
-# does not know *which*: Finn gets no more than other boys' names. Copying a token from
-# earlier in the context needs an **induction** circuit: two heads in different layers
-# working together. Induction heads form in models of two or more layers once trained
-# long enough (Olsson et al. 2022), a phase change visible as a bump in the loss curve;
-# `tiny` trains too briefly. Notebook 07 hunts for them.
+# The `tiny` model knows that a name comes next. But after its short training it does
+# not know *which*: Finn gets no more than the likeliest other boy's name. The cell
+# compares them, and checks it on `tiny`.
+
+# %%
+boys = [c.name for c in NAMES if c.gender == "male" and c.name != "Finn"]
+p_boys = {name: probs[tokenizer.encode(" " + name)[0]].item() for name in boys}
+best_other = max(p_boys, key=p_boys.get)
+print(f"p(' Finn') = {p_finn:.3f}; the likeliest other boy's name: {best_other!r} "
+      f"{p_boys[best_other]:.3f}; mean over {len(boys)} others {np.mean(list(p_boys.values())):.3f}")
+if PRESET == "tiny":
+    assert p_finn <= p_boys[best_other]
+
+# %% [markdown]
+# Copying a token from earlier in the context needs an **induction** circuit: two heads
+# in different layers working together. Induction heads form in models of two or more
+# layers once trained long enough, in a phase change visible as a bump in the loss curve
+# ([*In-context Learning and Induction
+# Heads*](https://transformer-circuits.pub/2022/in-context-learning-and-induction-heads/index.html),
+# Olsson et al. 2022). Notebook 07 hunts for them.
 
 # %% [markdown]
 # How the samples improved: at each evaluation the trainer sampled a few stories from the
@@ -546,11 +601,16 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Three simple scores per head, each a mean over query positions: the weight on the
-# position just before (1.0 for a pure **previous-token** head, a bright line just below
-# the diagonal), the weight on the start token (a common resting place for a head with
-# nothing to do), and the largest weight on any *other* earlier token (high for a head
-# that looks something up). The head with the sharpest lookups, with its tokens:
+# Three simple scores per head, each a mean over query positions:
+#
+# - **previous token**: the weight on the position just before. It is 1.0 for a pure
+#   **previous-token** head, a bright line just below the diagonal.
+# - **start token**: the weight on the start token, a common resting place for a head
+#   with nothing to do.
+# - **sharpest other**: the largest weight on any *other* earlier token, high for a head
+#   that looks something up.
+#
+# The head with the sharpest lookups, with its tokens:
 
 # %%
 eye = torch.eye(len(labels), dtype=torch.bool)
@@ -580,14 +640,18 @@ for q, k in (lookups[layer, head] > 0.5).nonzero().tolist():
           f"  {patterns[layer, head, q, k]:.2f}")
 
 # %% [markdown]
-# On `tiny` (in our runs) the sharpest head is 1.1, and it is readable: from each full
-# stop it looks back at ` boy`. The next sentence often begins with *He* or *She*, and
-# the story's first line is where it says which. (A question for notebook 07: what does
-# this head do when the hero is a girl?) The other heads are still diffuse after the
-# short training: none is close to a pure previous-token head. Sharp, specialised heads
-# come with more training; a previous-token head is the first half of an induction
-# circuit (section 6). Notebook 07 catalogues every head by scores like these.
-#
+# Read the lookups above: which tokens does the sharpest head attend from, and to what?
+# After `tiny`'s short training most heads are still diffuse, and none is close to a
+# pure previous-token head (score near 1.0). The cell checks that on this run. Sharp,
+# specialised heads come with more training. A previous-token head is the first half of
+# an induction circuit (section 6). Notebook 07 catalogues every head by scores like these.
+
+# %%
+print(f"highest previous-token score: {prev_score.max():.2f}")
+if PRESET == "tiny":
+    assert prev_score.max() < 0.9
+
+# %% [markdown]
 # ## 8. What good looks like
 #
 # - **Loss against baselines.** Per-token losses depend on the tokenizer and the corpus,
@@ -595,19 +659,27 @@ for q, k in (lookups[layer, head] > 0.5).nonzero().tolist():
 #   unigram entropy once token frequencies are learned, and then the gap below it. On
 #   `tiny` the goal is half the unigram entropy. Across tokenizers, bits per byte
 #   (below) is the fairer unit.
-# - **The TinyStories paper** (Eldan & Li 2023) trained GPT-Neo-architecture models on
-#   its stories, from about 1M to 33M parameters, with a vocabulary of the 10K most
-#   common GPT-Neo tokens. Its finding: models below 10 million parameters, or with a
-#   single transformer block, write fluent, consistent stories of several paragraphs with
-#   almost perfect grammar. It grades them by asking GPT-4 to mark the stories like a
-#   teacher, rather than by loss alone.
-# - **TinyModel** (Noa Nabeshima 2024), the model the later lessons follow: 4 layers,
-#   `d_model` 768, 16 heads, 256 positions, a 10K top-K vocabulary, about 44M parameters,
-#   ReLU MLPs and no LayerNorm, trained for 3 epochs on TinyStories V2, and released with
-#   SAEs and transcoders. The `replication` preset has its shape (section 2).
 # - **Samples** are the quick check: a good model keeps names, pronouns and objects
-#   consistent through a story and closes its quotes. A poor one drifts from one
+#   consistent through a story, and closes its quotes. A poor one drifts from one
 #   character to another and repeats itself.
+
+# %% [markdown]
+# Two reference points from the literature:
+#
+# - **The TinyStories paper** ([*TinyStories: How Small Can Language Models Be and Still
+#   Speak Coherent English?*](https://arxiv.org/abs/2305.07759), Eldan & Li 2023) trained
+#   GPT-Neo-architecture models on its stories, from about 1M to 33M parameters. Their
+#   vocabulary: the 10K most common GPT-Neo tokens. The finding: models below 10 million
+#   parameters, or with a single transformer block, write fluent, consistent stories of
+#   several paragraphs with almost perfect grammar. The paper grades them by asking GPT-4
+#   to mark the stories like a teacher, rather than by loss alone.
+
+# %% [markdown]
+# - **TinyModel** ([github.com/noanabeshima/tinymodel](https://github.com/noanabeshima/tinymodel),
+#   Noa Nabeshima 2024) is the model the later lessons follow. It has 4 layers, `d_model`
+#   768, 16 heads, 256 positions, a 10K top-K vocabulary, and about 44M parameters. It
+#   uses ReLU MLPs and no LayerNorm, was trained for 3 epochs on TinyStories V2, and
+#   comes with SAEs and transcoders. The `replication` preset has its shape (section 9).
 
 # %%
 bytes_per_token = run.dir.manifest("tokenizer")["summary"]["val_bytes_per_token"]
@@ -618,10 +690,14 @@ print(f"validation: {val_loss:.3f} nats/token = {val_loss / math.log(2):.3f} bit
 # %% [markdown]
 # ## 9. Scaling up: the `replication` preset
 #
-# The same code trains TinyModel's shape on the full TinyStories on one 24 GB GPU:
-# 4 layers, `d_model` 768, 16 heads of 48, `n_ctx` 256, a 10K-token vocabulary, about
-# 44M parameters; bf16 autocast and `torch.compile`; 15K steps of 128 x 256 tokens,
-# about 490M tokens, one epoch of TinyStories.
+# The same code trains TinyModel's shape on the full TinyStories, sized for one 24 GB GPU:
+#
+# - 4 layers, `d_model` 768, 16 heads of 48, `n_ctx` 256, a 10K-token vocabulary, about
+#   44M parameters;
+# - bf16 autocast and `torch.compile`;
+# - 15K steps of 128 x 256 tokens: about 490M tokens, one epoch of TinyStories.
+#
+# The cell checks these numbers against the preset.
 
 # %%
 rep = preset("replication")
@@ -633,10 +709,15 @@ print(rep.train)
 print(f"{rep_params.total / 1e6:.1f}M parameters, {rep_tokens / 1e6:.0f}M training tokens, "
       f"{flops_per_token(rep.resolved_model) * rep_tokens:.2e} training FLOPs "
       f"(tiny: {flops_per_token(m) * summary['tokens']:.2e})")
+r = rep.resolved_model
+assert (r.n_layers, r.d_model, r.n_heads, r.d_head, r.n_ctx) == (4, 768, 16, 48, 256)
+assert 9_000 <= r.d_vocab <= 11_000 and 40e6 < rep_params.total < 48e6
+assert rep.train.dtype == "auto" and rep.train.compile and 480e6 < rep_tokens < 500e6
 
 # %% [markdown]
 # To run it, on a machine with the GPU and the TinyStories text file
-# (`TinyStories-train.txt` from the Hugging Face dataset `roneneldan/TinyStories`):
+# (`TinyStories-train.txt` from the Hugging Face dataset
+# [`roneneldan/TinyStories`](https://huggingface.co/datasets/roneneldan/TinyStories)):
 #
 # ```bash
 # tinycourse run --preset replication --data path/to/TinyStories-train.txt
@@ -646,16 +727,21 @@ print(f"{rep_params.total / 1e6:.1f}M parameters, {rep_tokens / 1e6:.0f}M traini
 # them the same data config, e.g.
 # `cfg = apply_overrides(preset(PRESET), ["data.source=path/to/TinyStories-train.txt"])`
 # (from `tinycourse.config`), so they find the stages the command line built.
-#
+
+# %% [markdown]
 # - **Resuming is automatic.** The `lm` stage writes a checkpoint every
 #   `checkpoint_every` steps (model, optimizer, step, random states); after a kill, the
 #   same command resumes from it and replays exactly the batches it would have seen.
+
+# %% [markdown]
 # - **Several GPUs.** `train_lm` runs data-parallel under `torchrun`: build the data stages
 #   first, then launch the `lm` stage on K GPUs, e.g.
 #   `tinycourse run --preset replication --data ... --stages shards` followed by
 #   `torchrun --nproc_per_node 4 -m tinycourse run --preset replication --data ... --stages lm`.
 #   Each process draws its own windows; the batch size stays the global one; only one
 #   process writes checkpoints and logs.
+
+# %% [markdown]
 # - **TinyModel's exact recipe** also drops the norms and uses ReLU:
 #   `--set model.norm=none --set model.act=relu`.
 # - **Variants**: `--set train.max_steps=30000` (or `dataclasses.replace` in a notebook).

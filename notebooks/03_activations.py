@@ -14,21 +14,26 @@
 # %% [markdown]
 # # 03 · Activations: what the sparse autoencoder reads
 #
-# A sparse autoencoder (SAE) is trained on vectors, not on text: the model's activation at
-# one point of the network, one vector per token, millions of them, read many times over.
-# Running the language model for every SAE step would cost far more than the SAE step
-# itself, so this stage runs the trained model once over the training tokens, keeps the
-# activations at a few named hook points, and stores them.
+# A sparse autoencoder (SAE) is trained on vectors, not on text. It reads the model's
+# activation at one point of the network: one vector per token, millions of them, read
+# many times over. Running the language model for every SAE step would cost far more
+# than the SAE step itself. So this stage runs the trained model once over the training
+# tokens, keeps the activations at a few named hook points, and stores them.
 #
 # ```
 # stories -> tokenizer -> token shards -> LM -> [activations] -> SAE -> ...
 # ```
+
+# %% [markdown]
+# This notebook:
 #
-# This notebook lists the hook points the model offers, collects the store, traces rows
-# back to the text they came from, looks at the statistics of what was stored (and why
-# start-of-story positions are left out), prices the store on disk for each preset, and
-# explains the one constant every SAE of the course is trained with: the normalisation
-# scale.
+# 1. lists the hook points the model offers;
+# 2. collects the store, and traces rows back to the text they came from;
+# 3. looks at the statistics of what was stored, and why start-of-story positions are
+#    left out;
+# 4. prices the store on disk for each preset;
+# 5. explains the one constant every SAE of the course is trained with: the
+#    normalisation scale.
 
 # %%
 import os
@@ -42,10 +47,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import HTML, display
+from tqdm.auto import tqdm
 
-from tinycourse.sae.activations import (ActivationStore, StreamingSource, _run_hooks,
-                                    collect_activations, disk_cost_table, format_bytes,
-                                    hook_width, norm_scale, plan_windows)
+from tinycourse.artifacts import format_bytes
+from tinycourse.sae.activations import (ActivationStore, StreamingSource, collect_activations,
+                                        disk_cost_table, estimate_bytes, hook_width,
+                                        norm_scale, plan_windows, run_hooks)
 from tinycourse.config import PRESETS, preset
 from tinycourse.exercises import check
 from tinycourse.pipeline import Run
@@ -59,7 +66,8 @@ print(cfg.activations)
 # ## 1. Where activations can be read: the hook points
 #
 # Every intermediate tensor of the model passes through a `HookPoint` named after its
-# module path, as in TransformerLens. `run_with_cache` runs the model on a batch and
+# module path, as in [TransformerLens](https://github.com/TransformerLensOrg/TransformerLens)
+# (Nanda & Bloom 2022). `run_with_cache` runs the model on a batch and
 # returns the activations at the hooks asked for (here: all of them). One window of
 # training tokens, batch 1:
 
@@ -83,14 +91,18 @@ print(f"\n{len(cache)} hook points; logits {tuple(logits.shape)}")
 #   the embeddings and of every earlier attention and MLP output. It is the model's main
 #   "bus", and the usual place to train an SAE. `hook_resid_mid` is after the attention
 #   layer, `hook_resid_post` after the MLP.
-# - `blocks.i.ln1/ln2.hook_normalized` are the normalised inputs of attention and MLP;
-#   `blocks.i.mlp.hook_pre/hook_post` the MLP's neurons before and after the GELU
-#   (`d_mlp` wide); `blocks.i.hook_attn_out` and `hook_mlp_out` what each layer adds to
-#   the stream.
+
+# %% [markdown]
+# - `blocks.i.ln1/ln2.hook_normalized` are the normalised inputs of attention and MLP.
+# - `blocks.i.mlp.hook_pre/hook_post` are the MLP's neurons before and after the GELU
+#   (`d_mlp` wide).
+# - `blocks.i.hook_attn_out` and `hook_mlp_out` are what each layer adds to the stream.
 # - `attn.hook_q/k/v/z` have a head axis: stored, they are flattened to
-#   `n_heads * d_head` values per token. `attn.hook_attn_scores` and `hook_pattern` have one
-#   value per (query, key) pair, not per token, so they cannot be stored row per token.
-#
+#   `n_heads * d_head` values per token.
+# - `attn.hook_attn_scores` and `hook_pattern` have one value per (query, key) pair, not
+#   per token, so they cannot be stored row per token.
+
+# %% [markdown]
 # The `tiny` preset collects three hooks: the residual stream in the middle of the model
 # (for the SAE), and MLP 0's input and output (for a transcoder, notebook 04). The store
 # knows each hook's width from the config alone, which the shapes above confirm:
@@ -104,6 +116,9 @@ for name, act in cache.items():
 for hook in cfg.activations.hooks:
     assert hook in cache, f"{hook} is not a hook point of the model"
 print("hook widths match:", {h: hook_width(h, model.cfg) for h in cfg.activations.hooks})
+if PRESET == "tiny":
+    assert cfg.activations.hooks == ("blocks.1.hook_resid_pre", "blocks.0.ln2.hook_normalized",
+                                     "blocks.0.hook_mlp_out")
 
 # %% [markdown]
 # ## 2. Collecting the store
@@ -111,26 +126,32 @@ print("hook widths match:", {h: hook_width(h, model.cfg) for h in cfg.activation
 # The idea, in three rules:
 #
 # 1. **Random contexts.** The training split is cut into consecutive windows of `n_ctx`
-#    tokens; the collector reads them in a seeded random order until it has `n_tokens`
-#    rows, so the store is a random sample of contexts, not the first stories.
+#    tokens. The collector reads them in a seeded random order until it has `n_tokens`
+#    rows. So the store is a random sample of contexts, not the first stories.
 # 2. **Every position of a window is one row**, except positions holding the start token
 #    (section 3 says why).
 # 3. **Two bytes a value.** Rows are stored as float16 (or bfloat16), row-aligned across
 #    hooks: row `r` of every file is the same token.
-#
-# The heart of it runs the model on a batch of windows and keeps the rows that are not
-# start tokens; `plan_windows` picks the windows:
+
+# %% [markdown]
+# The heart of it is `run_hooks`: it runs the model on a batch of windows, and keeps the
+# rows that are not start tokens. `plan_windows` picks the windows:
 
 # %%
-print(inspect.getsource(_run_hooks))
+print(inspect.getsource(run_hooks))
 print(inspect.getsource(plan_windows))
 
 # %% [markdown]
-# `run.ensure("activations")` builds the stage (or reuses it). The store is plain files:
-# one raw `.bin` array per hook, the index (`rows.npy`: which window and position each row
-# came from; `windows.npy`: the windows' tokens), and `store.json`, written last, so a
-# store with a `store.json` is complete. (A preset that streams, `replication`, stores
-# nothing: there this notebook collects a 200K-token sample store to look at.)
+# `run.ensure("activations")` builds the stage (or reuses it), with a progress bar. The
+# store is plain files:
+#
+# - one raw `.bin` array per hook;
+# - the index: `rows.npy` (which window and position each row came from) and
+#   `windows.npy` (the windows' tokens);
+# - `store.json`, written last, so a store with a `store.json` is complete.
+#
+# A preset that streams (`replication`) stores nothing. There this notebook collects a
+# 200K-token sample store to look at.
 
 # %%
 store_cfg = cfg.activations
@@ -139,7 +160,7 @@ if store_cfg.storage == "stream":
     store_cfg = dataclasses.replace(store_cfg, storage="disk", n_tokens=200_000)
     folder = run.root / "notebook03" / "sample"
     collect_activations(run.model("cuda" if torch.cuda.is_available() else "cpu"), shards,
-                        store_cfg, folder, progress=False)
+                        store_cfg, folder, progress=True)
 store = ActivationStore.open(folder)
 for path in sorted(folder.iterdir()):
     print(f"{path.name:36s} {format_bytes(path.stat().st_size):>10s}")
@@ -200,7 +221,7 @@ for hook in store.hooks:
 
 # %%
 stats = {hook: store.stats(hook, max_rows=50_000, n_components=max(width.values()))
-         for hook in store.hooks}
+         for hook in tqdm(store.hooks, desc="stats", unit="hook")}
 cols = ("mean", "std", "min", "q25", "median", "q75", "max", "norm_mean")
 print(f"{'hook':30s}" + "".join(f"{c:>10s}" for c in cols))
 for hook, s in stats.items():
@@ -225,15 +246,33 @@ plt.show()
 
 # %% [markdown]
 # `ln2.hook_normalized` is a LayerNorm output: each row has mean 0 and variance 1 before
-# the learned gain and bias, so its norms sit in a narrow band. The residual stream and
-# MLP output are not normalised: values roughly bell-shaped around 0, norms spread over a
-# factor of about four, with a long tail of large ones.
-#
-# **How many directions do the activations use?** Principal component analysis answers
-# it: centre the rows on their mean, and the singular value decomposition of the centred
-# rows gives orthogonal directions ordered by the variance along them (the squared
-# singular values).
-#
+# the learned gain and bias. So its norms sit in a narrow band. The residual stream and
+# MLP output are not normalised: their values are roughly bell-shaped around 0, and their
+# norms spread over a factor of about three, with a long tail of large ones. The cell
+# measures the spread (99th over 1st percentile of the norms) on 20,000 rows:
+
+# %%
+spread = {}
+for hook in store.hooks:
+    row_norms = np.linalg.norm(store.read(hook, slice(0, 20_000)), axis=1)
+    spread[hook] = float(np.percentile(row_norms, 99) / np.percentile(row_norms, 1))
+    print(f"{hook:32s} norms spread over a factor of {spread[hook]:.1f}")
+for hook, s in stats.items():
+    assert abs(s["median"]) < 0.5 * s["std"], hook  # centred near 0
+normalized = [h for h in store.hooks if h.endswith("hook_normalized")]
+for ln in normalized:
+    assert all(spread[ln] < spread[h] for h in store.hooks if h not in normalized), spread
+for hook in store.hooks:
+    if hook not in normalized and PRESET == "tiny":
+        assert 2 < spread[hook] < 5, (hook, spread[hook])
+
+# %% [markdown]
+# **How many directions do the activations use?** Principal component analysis (PCA)
+# answers it. Centre the rows on their mean. The singular value decomposition of the
+# centred rows then gives orthogonal directions, ordered by the variance along them (the
+# squared singular values).
+
+# %% [markdown]
 # **Exercise 03.explained_variance** (difficulty 2, about 10 minutes). Write the share of
 # the *total* variance held by each of the top `n_components` principal directions,
 # largest first. There are at most min(n_rows, width) directions: return that many when
@@ -254,7 +293,7 @@ my_explained_variance = check("03.explained_variance", my_explained_variance)
 # cumulative variance held by the top principal components:
 
 # %%
-for hook in store.hooks:
+for hook in tqdm(store.hooks, desc="yours vs store.stats", unit="hook"):
     shares = my_explained_variance(store.read(hook, slice(0, 8192)), 16)
     print(f"{hook:32s} top 16 hold {shares.sum():.1%} on the first 8,192 rows "
           f"(store.stats: {stats[hook]['pca']['cumulative'][15]:.1%})")
@@ -279,15 +318,28 @@ for hook, s in stats.items():
 
 # %% [markdown]
 # The variance is spread over many directions: no handful of components holds most of
-# it. This is the bar an SAE must clear in notebook 04: with k = 16 active latents per
-# token, it should explain more variance than the best 16-dimensional linear projection
-# (the dotted line), or the sparse dictionary has found nothing a PCA would not.
+# it (the cell below checks that the top two hold under half). This is the bar an SAE
+# must clear in notebook 04. With k = 16 active latents per token, it should explain more
+# variance than the best 16-dimensional linear projection (the dotted line). Otherwise the
+# sparse dictionary has found nothing a PCA would not.
+
+# %%
+for hook, s in stats.items():
+    assert s["pca"]["cumulative"][1] < 0.5, hook
+if PRESET == "tiny":
+    assert cfg.sae.k == 16
+
+# %% [markdown]
+# **Why start positions are excluded.** Every story begins with the start token. The
+# model learns to treat that position as a reset: it writes nearly the same vector there
+# in every story, and a large one. Transformers commonly use the first token as a resting
+# place for attention: an "attention sink" ([*Efficient Streaming Language Models with
+# Attention Sinks*](https://arxiv.org/abs/2309.17453), Xiao et al. 2023). Large models put
+# "massive activations" on it ([*Massive Activations in Large Language
+# Models*](https://arxiv.org/abs/2402.17762), Sun et al. 2024).
 #
-# **Why start positions are excluded.** Every story begins with the start token, and the
-# model learns to treat that position as a reset: it writes nearly the same vector there in
-# every story, and a large one. Transformers commonly use the first token as a resting
-# place for attention (an "attention sink", Xiao et al. 2023), and large models put
-# "massive activations" on it (Sun et al. 2024). Measure it on 64 training windows:
+# Measure it on 64 training windows; the cell asserts both halves of the claim (larger,
+# and nearly one direction):
 
 # %%
 hook = cfg.sae.hook_in
@@ -311,7 +363,7 @@ print(f"start-token norm / typical norm: {ratio:.2f}x; the 99th percentile of ot
       f"tokens is {typical.quantile(0.99) / typical.median():.2f}x")
 print(f"mean cosine between start tokens {cos_start:.2f}, between other tokens {cos_other:.2f}")
 assert len(groups["start token"]) > 0
-assert ratio > 1 and cos_start > cos_other  # what the next cell says
+assert ratio > 1 and cos_start > cos_other
 
 fig, ax = plt.subplots(figsize=(6.5, 3.2))
 bins = np.linspace(0, float(norms.max()) * 1.02, 40)
@@ -323,14 +375,26 @@ plt.show()
 
 # %% [markdown]
 # Start-token rows are large and, above all, nearly one fixed direction: the same vector
-# once per story (in large models their norms are also orders of magnitude above the
-# rest). Kept in the store, they would take a share of the SAE's squared-error loss far
-# beyond their information, pull the normalisation constant of section 5, and buy a
-# latent that only says "start of story". So `exclude_start=True` drops them at
-# collection. A window's first position is raised too (it is the one position with no
-# context to attend to), but it is an ordinary token of a story, seen that way in
-# training as well, and is kept.
+# once per story. (In large models their norms are also orders of magnitude above the
+# rest, Sun et al. 2024.) Kept in the store, they would
 #
+# - take a share of the SAE's squared-error loss far beyond their information,
+# - pull the normalisation constant of section 5,
+# - and buy a latent that only says "start of story".
+#
+# So `exclude_start=True` drops them at collection.
+
+# %% [markdown]
+# A window's first position is raised too: it is the one position with no context to
+# attend to. But it is an ordinary token of a story, seen that way in training as well,
+# and is kept. The cell checks that it is raised:
+
+# %%
+pos0_ratio = float(groups["window position 0 (not start)"].median() / typical.median())
+print(f"window position 0 (not start): median norm {pos0_ratio:.2f}x typical")
+assert pos0_ratio > 1
+
+# %% [markdown]
 # ## 4. What the store costs on disk
 #
 # Size = tokens × (sum of hook widths) × bytes per value. `disk_cost_table` prices a
@@ -353,15 +417,18 @@ this_row = disk_cost_table(model.cfg, store_cfg, sizes=[store.n_tokens])[0]
 assert this_row["bytes"] == store.meta["bytes"]
 
 # %% [markdown]
-# The budget replication of "scaling monosemanticity" stored 50 GB of float32 residuals:
-# at 768 values a token (the `replication` width) that is 3,072 bytes a token, about 16M
-# tokens. Float16 halves it (an SAE gains nothing from the extra precision: the
-# reconstruction errors it reaches are far larger than float16 rounding), and it is still
-# too much for 200M training tokens (300 GB). So the `replication` preset **streams**:
-# `StreamingSource` runs the LM on the fly and feeds the SAE the same kind of shuffled
-# batches, with no disk at all, paying instead a forward pass of the LM per activation
-# (cheap for a 4-layer model next to the SAE step on a GPU). It has the same interface as
-# the store's source; on this run:
+# The budget replication of *Scaling Monosemanticity* (Noa Nabeshima's
+# [TinyModel](https://github.com/noanabeshima/tinymodel), 2024) stored 50 GB of float32
+# residuals. At 768 values a token (the `replication` width) that is 3,072 bytes a
+# token, about 16M tokens. Float16 halves it. An SAE gains nothing from the extra
+# precision: the reconstruction errors it reaches are far larger than float16 rounding.
+# Even so, 200M training tokens would take 300 GB (the cell below checks the sums).
+
+# %% [markdown]
+# So the `replication` preset **streams**. `StreamingSource` runs the LM on the fly and
+# feeds the SAE the same kind of shuffled batches, with no disk at all. It pays instead
+# one forward pass of the LM per activation. It has the same interface as the store's
+# source; on this run:
 
 # %%
 stream = StreamingSource(model, shards, cfg.activations, hook, buffer_tokens=2**13,
@@ -371,20 +438,39 @@ print(f"streamed batch {tuple(x_in.shape)}; scale {stream.scale(hook):.4f} "
       f"(store: {store.scale(hook):.4f})")
 assert x_in.shape == (256, store.width(hook)) and torch.isfinite(x_in).all()
 assert abs(stream.scale(hook) / store.scale(hook) - 1) < 0.1
+rep = preset("replication")
+rep_width = hook_width(rep.sae.hook_in, rep.resolved_model)
+assert rep_width == 768 and rep.sae.n_tokens == 200_000_000
+assert 15e6 < 50e9 / (4 * rep_width) < 17e6  # 50 GB of float32 is about 16M tokens
+assert 290e9 < estimate_bytes(rep.sae.n_tokens, rep_width, "float16") < 320e9
 
 # %% [markdown]
 # ## 5. The normalisation constant
 #
-# Hooks live on very different scales (the mean norms in the table above differ several
-# times between hooks, and between models by far more). An SAE's loss is squared error
-# plus a sparsity penalty, so its best learning rate and L1 coefficient depend on that
-# scale. Anthropic's April 2024 recipe removes the dependence: multiply each hook's
-# activations by one constant `c` so that their norm is about √d_in. The package fixes the
-# mean *squared* norm, E‖c·x‖² = d_in (the two differ only by the spread of the norms).
-# Then one set of hyperparameters transfers across layers, hooks and models. The store
-# computes `c` while collecting (from the sum of squared norms of every row) and keeps it
-# in `store.json`.
+# Hooks live on very different scales: the mean norms in the table of section 3 differ
+# between hooks (the cell below prints the ratio), and between models by far more. An
+# SAE's loss is squared error plus a sparsity penalty. So its best learning rate and L1
+# coefficient depend on that scale.
+
+# %%
+norm_means = {hook: s["norm_mean"] for hook, s in stats.items()}
+print({h: round(v, 2) for h, v in norm_means.items()},
+      f"largest / smallest: {max(norm_means.values()) / min(norm_means.values()):.1f}x")
+if PRESET == "tiny":
+    assert max(norm_means.values()) / min(norm_means.values()) > 1.5
+
+# %% [markdown]
+# Anthropic's April 2024 recipe removes the dependence
+# ([*Circuits Updates – April 2024*](https://transformer-circuits.pub/2024/april-update/index.html),
+# "Update on how we train SAEs", Olah et al. 2024, Anthropic). Multiply each hook's
+# activations by one constant `c`, so that their norm is about √d_in. Then one set of
+# hyperparameters transfers across layers, hooks and models.
 #
+# The package fixes the mean *squared* norm, E‖c·x‖² = d_in; the two differ only by the
+# spread of the norms. The store computes `c` while collecting, from the sum of squared
+# norms of every row, and keeps it in `store.json`.
+
+# %% [markdown]
 # **Exercise 03.norm_scale** (difficulty 1, about 5 minutes). Write `c` from a batch of
 # rows: the number with mean ‖c·x‖² = d_in over them. Rows that are all zero have no scale
 # to fix: return 1.0. The cell after uses yours on 20,000 rows of each hook.
@@ -412,32 +498,38 @@ for hook in store.hooks:
     assert abs(mine / c - 1) < 0.05
 
 # %% [markdown]
-# The constant is one number per hook, not a per-token normalisation: directions and
+# The constant is one number per hook, not a per-token normalisation. Directions and
 # relative sizes are untouched, so a latent of the SAE means the same thing before and
-# after. The trainer multiplies inputs by `c` and the saved SAE folds `c` back into its
+# after. The trainer multiplies inputs by `c`, and the saved SAE folds `c` back into its
 # weights, so it reads raw activations (notebook 04).
-#
+
+# %% [markdown]
 # ## 6. What good looks like
 #
 # | check | expected | why |
 # |---|---|---|
 # | store vs fresh forward pass | relative error ≲ 1e-3 | float16 rounding only |
-# | start positions in the store | none | one large vector repeated per story (Xiao et al. 2023; Sun et al. 2024) |
-# | E‖c·x‖² after scaling | d_in | Anthropic, April 2024 |
+# | start positions in the store | none | one large vector repeated per story ([Xiao et al. 2023](https://arxiv.org/abs/2309.17453); [Sun et al. 2024](https://arxiv.org/abs/2402.17762)) |
+# | E‖c·x‖² after scaling | d_in | [Anthropic, April 2024](https://transformer-circuits.pub/2024/april-update/index.html) |
 # | residual variance | spread over many components | if 1-2 components held most of it, look for an outlier direction |
 # | values | finite, within float16 (65,504) | else collect as bfloat16 (the collector refuses to overflow) |
 # | disk | tokens × width × 2 bytes | float32 doubles it for no gain |
+
+# %% [markdown]
+# [Sun et al. (2024)](https://arxiv.org/abs/2402.17762) find a few activations up to about
+# 100,000 times larger than typical ones in large models, at the first token and at
+# delimiters. `tiny`, a 2-layer model trained briefly, shows a mild version: the
+# start-token ratio of section 3, above 1 but nowhere near that (the cell checks it).
 #
-# Sun et al. (2024) find a few activations up to about 100,000 times larger than typical
-# ones in large models, at the first token and at delimiters; a 2-layer model trained for a
-# minute shows a mild version (the ratio printed in section 3). The budget replication's
-# store (50 GB, float32) is the reference for what not to do at 768 wide; the course
-# streams instead.
+# The budget replication's store (50 GB, float32) is the reference for what not to do at
+# 768 wide; the course streams instead.
 
 # %%
 print(f"this run ({PRESET}): {store.n_tokens:,} rows, {format_bytes(store.meta['bytes'])}, "
       f"scales {({h: round(store.scale(h), 3) for h in store.hooks})}, "
       f"start-token norm {ratio:.1f}x typical")
+if PRESET == "tiny":
+    assert model.cfg.n_layers == 2 and 1 < ratio < 100
 
 # %% [markdown]
 # ## 7. Scaling up: the `replication` preset
@@ -446,12 +538,24 @@ print(f"this run ({PRESET}): {store.n_tokens:,} rows, {format_bytes(store.meta['
 # `blocks.2.hook_resid_pre`.
 #
 # - `activations.storage="stream"`: nothing is written; the activations stage only records
-#   that fact, and the SAE stage runs the LM itself through `StreamingSource`, one forward
-#   pass per activation, every pass over the 470M training tokens in a new order. The
-#   normalisation constant is estimated from the first 32K streamed rows.
+#   that fact. The SAE stage runs the LM itself through `StreamingSource`, one forward
+#   pass per activation, every pass over the ~470M training tokens in a new order.
+# - The normalisation constant is then estimated from the first 32K streamed rows.
 # - To store instead, `--set activations.storage=disk`: 10M tokens × 768 × 2 bytes =
-#   15.4 GB (the table above; the collector checks free disk first and says what to do if
-#   it does not fit). Collection runs at the LM's inference speed, minutes on a GPU.
-# - Everything in this notebook runs as it is on the larger presets: on `replication` it
+#   15.4 GB (the table above). The collector checks free disk first, and says what to do
+#   if the store does not fit.
+
+# %% [markdown]
+# - Everything in this notebook runs as it is on the larger presets. On `replication` it
 #   inspects a 200K-token sample store (section 2), the statistics use 50,000 rows, and
 #   the hook listing and the stream demo are one batch each.
+#
+# The cell checks these numbers against the preset.
+
+# %%
+rep_act = rep.activations
+print(rep_act)
+assert rep.resolved_model.n_layers == 4 and rep.sae.hook_in == "blocks.2.hook_resid_pre"
+assert rep_act.storage == "stream" and rep_act.n_tokens == 10_000_000
+assert inspect.signature(StreamingSource).parameters["scale_tokens"].default == 2**15
+assert abs(estimate_bytes(rep_act.n_tokens, rep_width, rep_act.dtype) / 1e9 - 15.4) < 0.1

@@ -14,18 +14,24 @@
 # %% [markdown]
 # # 04 · Training sparse autoencoders
 #
-# A model with `d_model` = 128 has 128 numbers per token in its residual stream, but it
+# A model with `d_model` = 128 has 128 numbers per token in its residual stream. But it
 # tracks far more than 128 things about a story: who is speaking, which character a
 # pronoun refers to, whether we are inside a quote, the place, the section of the story.
-# When each such feature is rarely active, a network can store many more features than it
-# has dimensions as *almost* orthogonal directions, accepting a little interference when
-# two happen to be active at once: **superposition** (Elhage et al. 2022, *Toy Models of
-# Superposition*). Then no single neuron or direction means one thing. A sparse
-# autoencoder undoes this: it learns an overcomplete dictionary of directions, many more
-# than the dimensions, such that each activation is rebuilt from a *few* of them. If the
-# features really are sparse, the dictionary's latents recover them, and they are far more
-# interpretable than neurons (Bricken et al. 2023, *Towards Monosemanticity*; scaled to
-# Claude 3 Sonnet by Templeton et al. 2024, *Scaling Monosemanticity*).
+#
+# When each such feature is rarely active, a network can store more features than it has
+# dimensions, as *almost* orthogonal directions. It accepts a little interference when two
+# are active at once. This is **superposition** (Elhage et al. 2022, [*Toy Models of
+# Superposition*](https://transformer-circuits.pub/2022/toy_model/index.html)), and it
+# means that no single neuron or direction means one thing.
+
+# %% [markdown]
+# A sparse autoencoder (SAE) undoes this. It learns an overcomplete dictionary: many more
+# directions than dimensions, such that each activation is rebuilt from a *few* of them.
+# If the features really are sparse, the dictionary's latents recover them, and they are
+# far more interpretable than neurons (Bricken et al. 2023, [*Towards
+# Monosemanticity*](https://transformer-circuits.pub/2023/monosemantic-features)). The
+# method scales to a production model, Claude 3 Sonnet (Templeton et al. 2024, [*Scaling
+# Monosemanticity*](https://transformer-circuits.pub/2024/scaling-monosemanticity/)).
 #
 # ```
 # stories -> tokenizer -> token shards -> LM -> activations -> [SAE] -> metrics -> ...
@@ -51,6 +57,7 @@ import torch
 
 from tinycourse.sae.activations import ActivationStore, collect_activations
 from tinycourse.config import config_hash, preset
+from tinycourse.evaluate.metrics import fve
 from tinycourse.exercises import check
 from tinycourse.pipeline import Run
 from tinycourse.sae.model import (JumpReLUFunction, auxk_loss, batch_topk_relu, load_sae, sae_loss,
@@ -78,15 +85,18 @@ print(cfg.sae)
 # whose penalty weighs latents by their row's norm instead); a latent's value says how
 # much of it the token holds. Training minimises the squared error ‖x − x̂‖² while the
 # activation rule keeps the number of active latents per token, **L0**, small.
-#
+
+# %% [markdown]
 # ## 2. Four activation rules
 #
 # How sparsity is enforced is the main design choice. The package has four.
 #
-# **TopK** (Gao et al. 2024): keep each token's k largest pre-activations, zero the rest.
-# L0 is exactly k, chosen directly, and there is no penalty to tune; the price is that
-# every token gets k latents whether it needs them or not.
-#
+# **TopK** (Gao et al. 2024, [*Scaling and evaluating sparse
+# autoencoders*](https://arxiv.org/abs/2406.04093)): keep each token's k largest
+# pre-activations and zero the rest. L0 is exactly k, chosen directly, and there is no
+# penalty to tune. The price: every token gets k latents, whether it needs them or not.
+
+# %% [markdown]
 # **Exercise 04.topk_relu** (difficulty 1, about 10 minutes). Write the TopK activation:
 # each row of `pre` keeps its `k` largest entries, ReLU'd (a kept negative value becomes
 # 0), and everything else is 0. The output has the shape of `pre`; `k` is counted along
@@ -111,12 +121,14 @@ my_topk_relu = check("04.topk_relu", my_topk_relu)
 print(inspect.getsource(topk_relu))
 
 # %% [markdown]
-# **BatchTopK** (Bussmann et al. 2024): keep the `k × batch` largest values of the whole
-# batch, so L0 is k *on average* and a busy token may take more latents than a quiet one.
-# A token's latents then depend on its batch-mates, so at inference the SAE switches to a
-# single threshold learned during training (the running average of the smallest kept
-# value).
-#
+# **BatchTopK** (Bussmann et al. 2024, [*BatchTopK Sparse
+# Autoencoders*](https://arxiv.org/abs/2412.06410)): keep the `k × batch` largest values
+# of the whole batch. L0 is then k *on average*, and a busy token may take more latents
+# than a quiet one. A token's latents now depend on its batch-mates, so at inference the
+# SAE switches to one threshold learned during training (the running average of the
+# smallest kept value).
+
+# %% [markdown]
 # **Exercise 04.batch_topk_relu** (difficulty 2, about 10 minutes). The same selection
 # over the whole batch: of all `batch × d_sae` entries keep the `k × batch` largest
 # (ReLU'd), zero the rest. The cases include one busy token among quiet ones, which is
@@ -135,21 +147,28 @@ my_batch_topk_relu = check("04.batch_topk_relu", my_batch_topk_relu)
 print(inspect.getsource(batch_topk_relu))
 
 # %% [markdown]
-# **JumpReLU** (Rajamanoharan et al. 2024): a ReLU that jumps: a latent is zero below its
-# own learned threshold θ and its plain pre-activation above. The loss penalises L0
-# itself. Neither the step nor L0 has a useful gradient in θ, so the backward pass uses a
-# straight-through estimate: a kernel of width ε around the threshold.
+# **JumpReLU** (Rajamanoharan et al. 2024, [*Jumping Ahead: Improving Reconstruction
+# Fidelity with JumpReLU SAEs*](https://arxiv.org/abs/2407.14435)): a ReLU that jumps. A
+# latent is zero below its own learned threshold θ and its plain pre-activation above.
+# The loss penalises L0 itself.
+#
+# Neither the step nor L0 has a useful gradient in θ: it is zero almost everywhere. So
+# training uses a **straight-through estimator**: the forward pass computes the true
+# function, and the backward pass substitutes a made-up gradient. Here that gradient comes
+# from a rectangle kernel K of width ε (`bandwidth`) around the threshold.
 
 # %%
 print(inspect.getsource(JumpReLUFunction))
 
 # %% [markdown]
-# **ReLU + L1** (Bricken et al. 2023, in the form of Anthropic's April 2024 update): a
-# plain ReLU, with sparsity bought by a penalty on the latents' sizes. Each latent is
-# weighted by its decoder row's norm, or the SAE could shrink latents and grow decoder
-# rows to dodge the penalty. L1 also shrinks the latents that *are* active (it penalises
-# size, not count); the coefficient `l1_coeff` sets L0 only indirectly.
-#
+# **ReLU + L1** (Bricken et al. 2023, in the form of Anthropic's [April 2024
+# update](https://transformer-circuits.pub/2024/april-update/index.html)): a plain ReLU,
+# with sparsity bought by a penalty on the latents' sizes. Each latent is weighted by its
+# decoder row's norm; otherwise the SAE could dodge the penalty by shrinking latents and
+# growing decoder rows. L1 also shrinks the latents that *are* active: it penalises size,
+# not count. So the coefficient `l1_coeff` sets L0 only indirectly.
+
+# %% [markdown]
 # **Exercise 04.weighted_l1** (difficulty 2, about 10 minutes). Write that penalty: for
 # each token, the sum over latents of `f_i · ‖W_dec[i]‖`, averaged over the tokens of the
 # batch (the same per-token-sum, batch-mean convention as the MSE, so `l1_coeff` does not
@@ -165,14 +184,12 @@ def my_weighted_l1(latents: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
 my_weighted_l1 = check("04.weighted_l1", my_weighted_l1)
 
 # %% [markdown]
-# The package's `weighted_l1`, which `sae_loss` adds (times the warmed-up coefficient)
-# for a ReLU SAE:
+# The package's `weighted_l1`, and the whole of `sae_loss`, which adds it for a ReLU SAE
+# (times the warmed-up coefficient, `penalty_coeff`):
 
 # %%
 print(inspect.getsource(weighted_l1))
-source = inspect.getsource(sae_loss).splitlines()
-start = next(i for i, line in enumerate(source) if 'sae.kind == "relu"' in line)
-print("\n".join(source[start : start + 2]))
+print(inspect.getsource(sae_loss))
 
 # %% [markdown]
 # The four rules on the same pre-activations (2 tokens, 8 latents, k = 2):
@@ -197,15 +214,23 @@ assert torch.equal(rules["jumprelu (theta=0.8)"], pre * (pre > 0.8))
 # %% [markdown]
 # ## 3. The pipeline's SAE
 #
-# `run.ensure("sae")` trains the preset's SAE on the activation store of notebook 03 (or
-# reuses it). On `tiny`: TopK, k = 16, 1,024 latents (8 × 128) on
-# `blocks.1.hook_resid_pre`, 2M tokens (ten passes over the 200K stored rows), Adam with
-# a short warm-up and a linear decay over the last 20% of steps (Anthropic, April 2024).
-# Inputs are multiplied by the store's normalisation constant (E‖c·x‖² = d_in, notebook
-# 03), so MSE below is in those units: the MSE of predicting every token by the mean is
-# about d_in.
+# `run.ensure("sae")` trains the preset's SAE on the activation store of notebook 03, or
+# reuses it. On `tiny`: TopK, k = 16, 1,024 latents (8 × 128) on
+# `blocks.1.hook_resid_pre`, 2M tokens (ten passes over the 200K stored rows). Adam, with
+# a short warm-up and a linear decay to 0 over the last 20% of steps (as in the April 2024
+# update).
+
+# %% [markdown]
+# Inputs are multiplied by the store's normalisation constant c, so that E‖c·x‖² = d_in
+# (notebook 03; the normalisation of the April 2024 update). MSE below is in those units:
+# predicting every token by the mean scores at most d_in.
 
 # %%
+if PRESET == "tiny":  # the figures quoted above
+    assert (cfg.sae.kind, cfg.sae.k, cfg.sae.d_sae, cfg.sae.hook_in) == (
+        "topk", 16, 1024, "blocks.1.hook_resid_pre")
+    assert cfg.sae.n_tokens == 10 * cfg.activations.n_tokens == 2_000_000
+    assert cfg.sae.lr_decay_frac == 0.2
 sae_dir = run.ensure("sae")
 sae = run.sae()
 summary = json.loads((sae_dir / "summary.json").read_text())
@@ -250,26 +275,48 @@ plot_curves(metrics, f"Pipeline SAE: {cfg.sae.kind}, k={cfg.sae.k}, d_sae={cfg.s
 plt.show()
 
 # %% [markdown]
-# How to read it: the MSE falls fast in the first few hundred thousand tokens and then
-# slowly; the FVE (fraction of variance explained, 1 − SSE / total variance of the batch)
-# climbs to match. A TopK SAE's L0 is pinned at k by construction. The learning rate
-# decays to 0 over the last 20% of training, which settles the weights and gives a last
-# small gain.
-#
+# How to read it. The FVE is the fraction of variance explained, 1 − SSE / total variance
+# of the batch. On this run the MSE falls most in the first tenth of training and slowly
+# after; the FVE climbs to match. A TopK SAE's L0 is pinned at k by construction. The
+# learning rate decays to 0 over the last 20% of training, to settle the weights. The
+# cell below checks these statements on the logged steps.
+
+# %%
+mse_logged = np.array([m["mse"] for m in metrics])
+tenth = len(metrics) // 10
+early_drop = mse_logged[:5].mean() - mse_logged[tenth - 5 : tenth].mean()
+late_drop = mse_logged[tenth - 5 : tenth].mean() - mse_logged[-5:].mean()
+print(f"MSE drop in the first tenth: {early_drop:.2f}; in the other nine tenths: {late_drop:.2f}")
+assert early_drop > late_drop > 0, (early_drop, late_drop)
+assert metrics[-1]["fve"] > metrics[tenth]["fve"]
+if cfg.sae.kind == "topk":
+    assert all(m["l0"] == cfg.sae.k for m in metrics), "a TopK SAE has L0 = k"
+assert lr_at(len(metrics) - 1, cfg.sae) < 0.01 * cfg.sae.lr  # one line a step; decayed to ~0
+
+# %% [markdown]
 # ## 4. Dead latents
 #
 # A latent that never wins a place among the top k (for ReLU: whose pre-activation stays
-# below zero) gets no gradient from the reconstruction loss, so it can stay silent
-# forever: a *dead* latent, a wasted slot of
-# the dictionary. At scale this is the main failure of SAE training (Templeton et al. 2024
-# report 2%, 35% and 65% dead in their 1M, 4M and 34M-feature SAEs). The trainer counts,
-# for every latent, the tokens since it last fired; silent for `dead_after_tokens`
-# (100K here) counts as dead. Two remedies (Gao et al. 2024): the encoder starts as the
-# decoder's transpose, so every latent begins by reading the direction it writes; and the
-# **AuxK** loss, which asks the dead latents alone to reconstruct what the live ones
-# missed, so they get a gradient toward something useful:
+# below zero) gets no gradient from the reconstruction loss. So it can stay silent
+# forever: a *dead* latent, a wasted slot of the dictionary.
+#
+# At scale this is a main failure of SAE training. Templeton et al. (2024) count as dead
+# a feature not active over a sample of 10⁷ tokens. By that rule roughly 2%, 35% and 65%
+# of the features of their 1M, 4M and 34M-feature SAEs were dead.
+
+# %% [markdown]
+# Our trainer counts, for every latent, the tokens since it last fired; a latent silent
+# for `dead_after_tokens` (100K on `tiny`) counts as dead.
+#
+# Gao et al. (2024) give two remedies. First, the encoder starts as the decoder's
+# transpose, so every latent begins by reading the direction it writes. Second, the
+# **AuxK** loss asks the dead latents alone to reconstruct what the live ones missed, so
+# they get a gradient toward something useful. With both, only 7% of the latents of
+# their largest SAE (16 million latents, on GPT-4) were dead. The package's AuxK:
 
 # %%
+if PRESET == "tiny":
+    assert cfg.sae.dead_after_tokens == 100_000
 print(inspect.getsource(auxk_loss))
 
 # %% [markdown]
@@ -287,21 +334,15 @@ N_VAL = 32_768
 val_cfg = dataclasses.replace(cfg.activations, split="val", n_tokens=N_VAL, storage="disk",
                               hooks=tuple(dict.fromkeys((HOOK, TC_IN, TC_OUT))))
 val_dir = run.root / "notebook04" / "val"  # a rerun with the same inputs returns at once
-collect_activations(run.model(DEVICE), run.shards(), val_cfg, val_dir, progress=False)
+collect_activations(run.model(DEVICE), run.shards(), val_cfg, val_dir, progress=True)
 val = ActivationStore.open(val_dir)
 x_val = torch.from_numpy(val.read(HOOK))
 print(f"{val.n_tokens:,} validation rows at {', '.join(val.hooks)}")
 
-
-def fve(x, x_hat):
-    """Fraction of variance explained: 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
-    x, x_hat = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(x_hat, dtype=torch.float64)
-    return float(1 - (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
-
-
+# the package's fve(y_hat, y) (notebook 05): 1 - SSE / SST, SST around each channel's mean
 with torch.no_grad():
     out = sae(x_val)
-main_fve = fve(x_val, out.reconstruction)
+main_fve = fve(out.reconstruction, x_val)
 main_l0 = float((out.latents > 0).sum(-1).float().mean())
 firing = (out.latents > 0).float().mean(0).numpy()  # share of tokens each latent fires on
 dead_fraction = summary["dead_fraction"]
@@ -337,7 +378,7 @@ _, _, vt = torch.linalg.svd(x_fit - mean, full_matrices=False)
 
 def pca_fve(n):
     v = vt[:n]
-    return fve(x_val, (x_val.double() - mean) @ v.T @ v + mean)
+    return fve((x_val.double() - mean) @ v.T @ v + mean, x_val)
 
 
 n_pca = max(1, round(main_l0))
@@ -355,21 +396,29 @@ if PRESET == "tiny":  # the course's quality bar
 # %% [markdown]
 # ## 6. A ReLU SAE with an L1 penalty
 #
-# The older recipe, used by Bricken et al. (2023), Templeton et al. (2024) and the budget
-# replication: ReLU latents and an L1 penalty. Two details matter. The penalty **warms
-# up**: its coefficient rises linearly from 0 over the first `l1_warmup_frac` of training,
-# so the dictionary first learns to reconstruct, then to be sparse (with the full penalty
-# from step 0, latents can be pushed below zero before they have learned anything, and
-# die). And `l1_coeff` sets L0 only indirectly, so it has to be chosen: on `tiny` the
-# value below lands L0 near TopK's k. Anthropic's learning rate (5e-5) is sized for runs of
-# hundreds of millions of tokens; a run of a few hundred thousand needs a much larger one,
-# or L0 is still falling when it ends. The schedules:
+# The older recipe: ReLU latents and an L1 penalty, used by Bricken et al. (2023) and
+# Templeton et al. (2024). The budget replication, Noa Nabeshima's
+# [TinyModel](https://github.com/noanabeshima/tinymodel), publishes SAEs and transcoders
+# for a 4-layer model trained on TinyStories (Eldan & Li 2023,
+# [*TinyStories*](https://arxiv.org/abs/2305.07759)); the `replication` preset's SAE
+# follows it.
+
+# %% [markdown]
+# Two details matter. First, the penalty **warms up**: its coefficient rises linearly
+# from 0 over the first `l1_warmup_frac` of training. So the dictionary first learns to
+# reconstruct, then to be sparse. With the full penalty from step 0, latents can be pushed
+# below zero before they have learned anything, and die.
+
+# %% [markdown]
+# Second, `l1_coeff` sets L0 only indirectly, so it has to be chosen. The `replication`
+# preset's learning rate, 5e-5, is sized for a run of 200M tokens. This run has 300K on
+# `tiny`, so it takes a much larger step, 1e-2. The schedules:
 
 # %%
 EXTRA_TOKENS = {"tiny": 300_000, "small": 2_000_000}.get(PRESET, 20_000_000)
 if PRESET == "tiny":  # chosen so that L0 lands near k = 16 in 300K tokens
     RELU = {"l1_coeff": 2.5, "lr": 1e-2, "l1_warmup_frac": 0.2}
-else:  # the preset's recipe if it is a ReLU SAE, else Anthropic's coefficient
+else:  # the preset's recipe if it is a ReLU SAE, else the default l1_coeff, 5
     RELU = {"l1_coeff": cfg.sae.l1_coeff, "lr": cfg.sae.lr,
             "l1_warmup_frac": cfg.sae.l1_warmup_frac}
 relu_cfg = dataclasses.replace(cfg.sae, kind="relu", n_tokens=EXTRA_TOKENS, **RELU)
@@ -379,8 +428,13 @@ ax.plot(steps, [lr_at(s, relu_cfg) / relu_cfg.lr for s in steps], label=f"lr / {
 ax.plot(steps, [penalty_at(s, relu_cfg) / relu_cfg.l1_coeff for s in steps],
         label=f"L1 coefficient / {relu_cfg.l1_coeff:g}")
 ax.set(xlabel="step", ylabel="fraction of maximum", title="ReLU SAE schedules")
+assert preset("replication").sae.lr == 5e-5 and preset("replication").sae.n_tokens == 200_000_000
 ax.legend()
 plt.show()
+
+# %% [markdown]
+# On `tiny`, the coefficient above was chosen so that L0 lands near TopK's k: the cell
+# below checks that it falls within a factor of 2 of k, on validation tokens.
 
 
 # %%
@@ -393,7 +447,7 @@ def extra_dir(name, sae_cfg):
 
 source = run.activation_source(HOOK, device=DEVICE)
 relu_dir = extra_dir("relu", relu_cfg)
-relu_summary = train_sae(relu_cfg, source, relu_dir, progress=False,
+relu_summary = train_sae(relu_cfg, source, relu_dir, progress=True,
                          input_scale=source.scale(HOOK))
 relu_metrics = [json.loads(line) for line in (relu_dir / "metrics.jsonl").read_text().splitlines()]
 plot_curves(relu_metrics, f"ReLU SAE, l1_coeff={relu_cfg.l1_coeff:g}, "
@@ -407,7 +461,8 @@ relu_fve = fve(x_val, relu_out.reconstruction)
 relu_l0 = float((relu_out.latents > 0).sum(-1).float().mean())
 print(f"ReLU SAE: FVE {relu_fve:.3f} at L0 {relu_l0:.1f} on validation tokens, dead "
       f"{relu_summary['dead_fraction']:.1%} ({relu_summary['tokens']:,} training tokens)")
-relu_penalty = float(my_weighted_l1(relu_out.latents, relu_sae.W_dec))  # your exercise
+with torch.no_grad():  # W_dec is a trained parameter: no gradient wanted here
+    relu_penalty = float(my_weighted_l1(relu_out.latents, relu_sae.W_dec))  # your exercise
 print(f"its decoder-norm-weighted L1, sum_i f_i ||W_dec,i|| per token: {relu_penalty:.2f} "
       f"(raw units; the trainer's is on inputs scaled by {source.scale(HOOK):.3f})")
 assert relu_penalty > 0
@@ -415,22 +470,34 @@ if PRESET == "tiny":
     assert cfg.sae.k / 2 <= relu_l0 <= 2 * cfg.sae.k, relu_l0  # TopK's L0 range
 
 # %% [markdown]
-# The curves tell the warm-up's story. At first the penalty is weak and the SAE is dense
-# (hundreds of latents per token) and reconstructs well; as the penalty reaches full
-# strength (20% of the run) latents are silenced, the FVE dips, then recovers while L0
-# keeps creeping down to the end. At a similar L0
-# the ReLU SAE explains less variance than TopK, here also with a seventh of the
-# training: the L1 penalty shrinks the active latents as well as silencing the others,
-# and its L0 varies from token to token.
+# The curves tell the warm-up's story. At first the penalty is weak, and the SAE is dense
+# (on `tiny`, over a hundred latents per token). As the penalty reaches full strength (at
+# 20% of the run), latents are silenced; L0 keeps falling after that.
 #
+# At a similar L0 the ReLU SAE explains less variance than TopK on `tiny`. It also had
+# less training: 300K tokens against 2M. And the L1 penalty shrinks the active latents as
+# well as silencing the others. The cell below checks these statements.
+
+# %%
+relu_l0s = [m["l0"] for m in relu_metrics]
+fifth = len(relu_l0s) // 5
+print(f"ReLU L0: {np.mean(relu_l0s[:5]):.0f} over the first steps, {np.mean(relu_l0s[fifth - 5:fifth]):.1f} "
+      f"at 20%, {np.mean(relu_l0s[-5:]):.1f} at the end")
+if PRESET == "tiny":
+    assert np.mean(relu_l0s[:5]) > 100
+    assert np.mean(relu_l0s[-5:]) < np.mean(relu_l0s[fifth - 5 : fifth])
+    assert relu_fve < main_fve and relu_summary["tokens"] < summary["tokens"]
+
+# %% [markdown]
 # ## 7. A transcoder of MLP 0
 #
 # An SAE explains a representation; a **transcoder** explains a computation. It reads the
 # MLP's input (`ln2.hook_normalized`) and predicts the MLP's output (`hook_mlp_out`)
 # through a sparse layer, so each latent is a rule "input direction → output direction",
-# a sparse stand-in for the MLP's neurons (Dunefsky et al. 2024). Notebook 08 builds
-# circuits from them. Same trainer, with `hook_out` set; input and output each get their
-# own normalisation constant.
+# a sparse stand-in for the MLP's neurons (Dunefsky et al. 2024, [*Transcoders Find
+# Interpretable LLM Feature Circuits*](https://arxiv.org/abs/2406.11944)). Notebook 08
+# builds circuits from them. Same trainer, with `hook_out` set; input and output each get
+# their own normalisation constant.
 
 # %%
 TC_LR = 3e-3 if PRESET == "tiny" else cfg.sae.lr  # a short run: a larger step than the SAE's
@@ -438,7 +505,7 @@ tc_cfg = dataclasses.replace(cfg.sae, kind="topk", hook_in=TC_IN, hook_out=TC_OU
                              n_tokens=EXTRA_TOKENS, lr=TC_LR)
 tc_source = run.activation_source(TC_IN, TC_OUT, device=DEVICE)
 tc_dir = extra_dir("transcoder", tc_cfg)
-tc_summary = train_sae(tc_cfg, tc_source, tc_dir, progress=False,
+tc_summary = train_sae(tc_cfg, tc_source, tc_dir, progress=True,
                        input_scale=tc_source.scale(TC_IN), output_scale=tc_source.scale(TC_OUT))
 tc_metrics = [json.loads(line) for line in (tc_dir / "metrics.jsonl").read_text().splitlines()]
 plot_curves(tc_metrics, f"Transcoder {TC_IN} -> {TC_OUT}, topk k={tc_cfg.k} ({PRESET})")
@@ -448,7 +515,7 @@ transcoder = load_sae(tc_dir)
 xin_val, y_val = torch.from_numpy(val.read(TC_IN)), torch.from_numpy(val.read(TC_OUT))
 with torch.no_grad():
     tc_out = transcoder(xin_val)
-tc_fve = fve(y_val, tc_out.reconstruction)
+tc_fve = fve(tc_out.reconstruction, y_val)
 assert transcoder.is_transcoder and tc_out.reconstruction.shape == y_val.shape
 
 # the best *linear* map from the MLP's input to its output, least squares on training rows
@@ -462,20 +529,24 @@ def with_bias(x):
 # rcond: a LayerNorm output y has sum_j (y_j - b_j) / w_j = 0, so [y, 1] has an exactly
 # dependent column; drop that direction rather than fit rounding noise with huge weights
 w = torch.linalg.lstsq(with_bias(xin_fit), y_fit.double(), rcond=1e-6, driver="gelsd").solution
-linear_fve = fve(y_val, with_bias(xin_val) @ w)
+linear_fve = fve(with_bias(xin_val) @ w, y_val)
 print(f"transcoder: FVE {tc_fve:.3f} of {TC_OUT} at L0 {tc_cfg.k}, dead "
       f"{tc_summary['dead_fraction']:.1%}; best linear map: FVE {linear_fve:.3f}")
-if PRESET == "tiny":
-    assert tc_fve > linear_fve, (tc_fve, linear_fve)
 
 # %% [markdown]
-# The best dense linear map (all 128 × 128 weights) explains only part of MLP 0's output:
-# the MLP computes something non-linear. The transcoder, reading the input through 16
-# active latents per token, explains more. A transcoder can also get the linear part for
-# free: `skip_connection=True` adds a dense linear path beside the latents (Paulo et al.
-# 2025), so the latents only have to explain the non-linear rest. Its dead fraction is
-# higher than the SAE's: a short run at a large learning rate, with a randomly
-# initialised encoder (the transpose trick needs input and output in the same space).
+# On `tiny`, the best dense linear map (all 128 × 128 weights) explains only part of MLP
+# 0's output: the MLP computes something non-linear. The transcoder, reading the input
+# through 16 active latents per token, explains more (checked below).
+#
+# A transcoder can also get the linear part for free. `skip_connection=True` adds a dense
+# linear path beside the latents (Paulo et al. 2025, [*Transcoders Beat Sparse
+# Autoencoders for Interpretability*](https://arxiv.org/abs/2501.18823)), so the latents
+# only have to explain the non-linear rest.
+
+# %%
+if PRESET == "tiny":
+    assert linear_fve < 0.95, linear_fve
+    assert tc_fve > linear_fve, (tc_fve, linear_fve)
 #
 # ## 8. Side by side
 #
@@ -505,21 +576,26 @@ for name, hooks, l0, value, tokens in rows:
 #
 # | SAE | model, site | L0 | variance explained | dead | source |
 # |---|---|---|---|---|---|
-# | 1M / 4M / 34M features, ReLU + L1 | Claude 3 Sonnet, middle residual | < 300 | ≥ 65% | 2% / 35% / 65% | Templeton et al. 2024 |
-# | 16M latents, TopK + AuxK | GPT-4, residual 5/6 of the way in | | | 7% | Gao et al. 2024 |
-# | 512 → 131K features, ReLU + L1, dead latents resampled | 1-layer model, its 512 MLP neurons | | | | Bricken et al. 2023 |
-# | 1,024 latents, TopK k = 16 | tiny: 2-layer, d 128, resid of block 1 | 16 | above PCA-16 | < 5% | this course's bar |
+# | 1M / 4M / 34M features, ReLU + L1 | Claude 3 Sonnet, middle-layer residual | < 300 | ≥ 65% | roughly 2% / 35% / 65% | Templeton et al. 2024, [*Scaling Monosemanticity*](https://transformer-circuits.pub/2024/scaling-monosemanticity/) |
+# | 16M latents, TopK + AuxK | GPT-4, residual 5/6 of the way in | | | 7% | Gao et al. 2024, [*Scaling and evaluating sparse autoencoders*](https://arxiv.org/abs/2406.04093) |
+# | 512 to 131,072 features (1× to 256×), ReLU + L1 | 1-layer transformer, its 512 MLP neurons | | | | Bricken et al. 2023, [*Towards Monosemanticity*](https://transformer-circuits.pub/2023/monosemantic-features) |
+# | 1,024 latents, TopK k = 16 | tiny: 2-layer, d 128, resid of block 1 | 16 | above PCA-16 | < 5% | this course's bar (asserted in section 5) |
+
+# %% [markdown]
+# Signs of trouble:
 #
-# Signs of trouble: FVE at or below PCA with the same number of active directions (the
-# dictionary learned nothing sparse); a dead fraction that grows over training (for
-# TopK, check that AuxK is on: `aux_coeff` > 0; else lower the learning rate). AuxK works
-# at moderate k and not at very small k, where a revived latent rarely beats the k-th
-# live one: on this store with 4,096 latents and 2M tokens, 0.4% of latents never fired on
-# held-out tokens with AuxK and 3.5% without at k = 16, but 41.6% with and 38.6% without
-# at k = 4 (there: fewer latents, or a larger k); a ReLU SAE
-# whose L0 stays in the hundreds (l1_coeff too low, or the warm-up too long for the run);
-# a ReLU SAE with many dead latents early (no warm-up, or l1_coeff far too high); a loss
-# that turns NaN (the trainer stops and says so: lower the learning rate).
+# - FVE at or below PCA with the same number of active directions: the dictionary learned
+#   nothing sparse.
+
+# %% [markdown]
+# - A dead fraction that grows over training. For TopK, check that AuxK is on
+#   (`aux_coeff` > 0); else lower the learning rate. At very small k AuxK helps less: a
+#   revived latent must beat the k-th live one to fire. There, use fewer latents or a
+#   larger k.
+# - A ReLU SAE whose L0 stays in the hundreds: `l1_coeff` too low, or the warm-up too long
+#   for the run.
+# - A ReLU SAE with many dead latents early: no warm-up, or `l1_coeff` far too high.
+# - A loss that turns NaN. The trainer stops and says so: lower the learning rate.
 
 # %%
 print(f"this run ({PRESET}): {cfg.sae.kind} FVE {main_fve:.3f} (PCA-{n_pca}: {pca[n_pca]:.3f}), "
@@ -529,26 +605,40 @@ print(f"this run ({PRESET}): {cfg.sae.kind} FVE {main_fve:.3f} (PCA-{n_pca}: {pc
 # %% [markdown]
 # ## 10. Scaling up: the `replication` preset
 #
-# Run with `TINYCOURSE_PRESET=replication`. Its SAE is the budget replication's: a ReLU
-# SAE with 16,384 latents (about 21 × 768) on `blocks.2.hook_resid_pre`, Anthropic's April
-# 2024 recipe (`l1_coeff` 5, learning rate 5e-5, batch 4,096), trained on 200M tokens
-# streamed through the LM (no store; notebook 03), in bfloat16 autocast with
-# `torch.compile`.
-#
-# - Each step is a forward pass of the LM on 4,096 tokens plus the SAE step. On an H100
-#   that streamed at about 370K tokens/s, so 200M tokens take about 9 minutes there; a
-#   24 GB consumer card is several times slower (the budget replication, reading stored
-#   fp32 activations, trained for hours). Measured over the first 4M tokens, L0 was still
-#   falling (8,190 at the start, 801 at 4M): the L1 warm-up and 5e-5 learning rate are
-#   sized for the whole budget. The trainer checkpoints every 5,000 steps; rerunning
-#   the notebook (or `tinycourse run --preset replication --stages sae`) resumes.
-# - Several SAEs at once: `train_sweep` feeds each batch to every SAE of a list (different
-#   k, l1_coeff or widths), so the LM runs once for all of them; `cfg.eval.sweep_values`
-#   lists the preset's sweep.
+# Run with `TINYCOURSE_PRESET=replication`. Its SAE follows the budget replication
+# ([TinyModel](https://github.com/noanabeshima/tinymodel)): a ReLU SAE with 16,384 latents
+# (about 21 × 768) on `blocks.2.hook_resid_pre`. It uses the L1 coefficient 5 of
+# Templeton et al. (on inputs normalised as in the April 2024 update), learning rate 5e-5
+# and batch 4,096. It trains on 200M tokens streamed through the LM (no store; notebook
+# 03), in bfloat16 autocast with `torch.compile`. The cell below checks these settings.
+
+# %% [markdown]
+# - Each step is a forward pass of the LM on 4,096 tokens plus the SAE step, so expect a
+#   GPU run; measured trainer speeds are in `benchmarks/README.md`. The trainer
+#   checkpoints every 5,000 steps; rerunning the notebook (or `tinycourse run --preset
+#   replication --stages sae`) resumes.
+# - The L1 warm-up and the small learning rate are sized for the whole budget, so early
+#   in the run L0 is far above its final value: judge the SAE at the end.
+
+# %% [markdown]
+# - Several SAEs at once: `train_sweep` feeds each batch to every SAE of a list
+#   (different k, `l1_coeff` or widths), so the LM runs once for all of them.
+#   `cfg.sweep.values` lists the preset's sweep.
 # - The extra trainings of this notebook use 2M tokens each on `small` and 20M on
-#   `replication` (streamed through the LM), and the ReLU SAE keeps the preset's
-#   `l1_coeff` and learning rate: its L0 is printed, not asserted (choose `l1_coeff` from
-#   the sweep). The transcoder reads the MLP the preset collects, or MLP 0.
-# - Expect the FVE to be lower than on `tiny` at the same L0: a real model's residual
-#   stream holds far more features than storyworld has (Templeton et al. report ≥ 65% at
-#   L0 < 300 on Claude 3 Sonnet).
+#   `replication` (streamed through the LM). The ReLU SAE keeps the preset's `l1_coeff`
+#   and learning rate: its L0 is printed, not asserted (choose `l1_coeff` from the
+#   sweep). The transcoder reads the MLP the preset collects, or MLP 0.
+
+# %% [markdown]
+# - Expect a lower FVE than on `tiny` at the same L0: a real model's residual stream holds
+#   far more features than storyworld has. Templeton et al. report at least 65% of the
+#   variance explained at fewer than 300 active features, on Claude 3 Sonnet.
+
+# %%
+rep = preset("replication")
+assert (rep.sae.kind, rep.sae.d_sae, rep.sae.hook_in) == ("relu", 16_384, "blocks.2.hook_resid_pre")
+assert (rep.sae.l1_coeff, rep.sae.lr, rep.sae.batch_size) == (5.0, 5e-5, 4096)
+assert (rep.sae.n_tokens, rep.sae.dtype, rep.sae.compile) == (200_000_000, "bfloat16", True)
+assert rep.sae.checkpoint_every == 5000 and rep.activations.storage == "stream"
+assert rep.model.d_model == 768
+print("replication sweep:", rep.sweep.values, f"({rep.sweep.n_tokens:,} tokens each)")

@@ -121,7 +121,12 @@ def _eval_stage(run_dir):
              "sae": {"auroc": 0.91, "f1": 0.66, "latent": 3}, "pca": {"auroc": 0.64, "f1": 0.3},
              "random": {"auroc": 0.5, "f1": 0.05}}]
     atomic_write_json(folder / "ground_truth.json",
-                      {"rows": rows, "mean": {"sae": 0.94, "pca": 0.67, "random": 0.51}})
+                      {"rows": rows, "mean": {"sae": 0.94, "pca": 0.67, "random": 0.51},
+                       "mean_f1": {"sae": 0.73, "pca": 0.35, "random": 0.08},
+                       "chance": {"sae": 0.5, "pca": 0.49, "random": 0.51},
+                       "chance_f1": {"sae": 0.04, "pca": 0.05, "random": 0.04},
+                       "stories": {"selection": [80, 82], "report": [81, 83]}, "n_stories": 4,
+                       "n_tokens": 900, "coefficients": 4, "pca_components": 32, "random_directions": 64})
     _seal(run_dir, "eval", {"fve": 0.79}, needs=("shards", "lm", "sae", "sweep"))
 
 

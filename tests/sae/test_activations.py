@@ -161,8 +161,8 @@ def test_resume_after_kill_writes_identical_files(built, tmp_path, monkeypatch):
     del junk
 
     forwards = []
-    run_hooks = act._run_hooks
-    monkeypatch.setattr(act, "_run_hooks", lambda *a: forwards.append(1) or run_hooks(*a))
+    run_hooks = act.run_hooks
+    monkeypatch.setattr(act, "run_hooks", lambda *a: forwards.append(1) or run_hooks(*a))
     assert collect_activations(built.model, built.shards, ACFG, parts, progress=False)["complete"]
     n_batches = -(-json.loads((whole / "store.json").read_text())["n_windows"] // ACFG.batch_size)
     assert len(forwards) == 1 + n_batches - json.loads(claimed)["batch"]  # a probe + the rest

@@ -62,7 +62,9 @@ def _histograms(recon: dict, sparsity: dict) -> str | None:
 
 def _ground_truth(truth: dict) -> dict:
     """One row per labelled variable (AUROC and F1 of each method, the SAE's best latent),
-    the mean row's cells, and the facts of the note above the table."""
+    the mean row's and the chance row's cells (the chance row only where the stage wrote
+    one: files from before select-then-report scoring have none), and the facts of the
+    note above the table."""
     rows = []
     for row in truth["rows"]:
         cells = [row.get("variable"), row.get("positives")]
@@ -70,16 +72,32 @@ def _ground_truth(truth: dict) -> dict:
             scores = row.get(method) or {}
             cells += [scores.get("auroc"), scores.get("f1")]
         rows.append(cells + [(row.get("sae") or {}).get("latent")])
-    mean, mean_f1 = truth.get("mean") or {}, truth.get("mean_f1") or {}
-    means = []
-    if mean:
-        for method in METHODS:
-            value = mean.get(method)
-            if isinstance(value, dict):  # AUROC and F1 together
-                means += [value.get("auroc"), value.get("f1")]
-            else:  # the mean AUROC, with its F1 in mean_f1
-                means += [value, mean_f1.get(method)]
     facts = [f"{fmt(truth[k])} {label}" for k, label in (
-                ("n_stories", "unseen stories"), ("n_tokens", "tokens"),
-                ("coefficients", "coefficients per token for PCA and random")) if truth.get(k) is not None]
-    return {"rows": rows, "mean": means, "facts": facts, "skipped": truth.get("skipped")}
+                ("n_stories", "unseen stories"), ("n_tokens", "tokens")) if truth.get(k) is not None]
+    stories = truth.get("stories") or {}
+    if stories.get("selection") is not None and stories.get("report") is not None:
+        facts.append(f"chosen on {fmt(len(stories['selection']))} of them, "
+                     f"reported on the other {fmt(len(stories['report']))}")
+    if truth.get("pca_components") is not None:
+        facts.append(f"PCA: all {fmt(truth['pca_components'])} components")
+    if truth.get("random_directions") is not None:
+        facts.append(f"random: {fmt(truth['random_directions'])} directions, "
+                     f"{fmt(truth.get('coefficients'))} per token")
+    elif truth.get("coefficients") is not None:
+        facts.append(f"{fmt(truth['coefficients'])} coefficients per token for PCA and random")
+    return {"rows": rows, "mean": _summary_cells(truth.get("mean"), truth.get("mean_f1")),
+            "chance": _summary_cells(truth.get("chance"), truth.get("chance_f1")),
+            "held_out": truth.get("stories") is not None, "facts": facts, "skipped": truth.get("skipped")}
+
+
+def _summary_cells(auroc: dict | None, f1: dict | None) -> list:
+    """The AUROC and F1 cells of a summary row (mean or chance), per method; [] if none."""
+    cells = []
+    if auroc:
+        for method in METHODS:
+            value = auroc.get(method)
+            if isinstance(value, dict):  # AUROC and F1 together
+                cells += [value.get("auroc"), value.get("f1")]
+            else:  # the AUROC, with its F1 in the other dict
+                cells += [value, (f1 or {}).get(method)]
+    return cells

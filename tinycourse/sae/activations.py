@@ -176,8 +176,8 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _run_hooks(model, windows: np.ndarray, hooks: Sequence[str], start_id: int | None,
-               device: torch.device) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+def run_hooks(model, windows: np.ndarray, hooks: Sequence[str], start_id: int | None,
+              device: torch.device) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """Window tokens (B, n_ctx) -> ({hook: float32 (rows, width)}, keep (B, n_ctx) bool).
 
     Rows are the kept positions in row-major order (window by window, position by position).
@@ -266,7 +266,7 @@ class _Writer:
             self.acts[hook][row : row + len(x)] = encode(x, self.dtype)
             sum_sq[hook] = float(torch.sum(x * x, dtype=torch.float64))
         count = len(x)
-        window, pos = np.nonzero(keep)  # row-major, the order _run_hooks keeps rows in
+        window, pos = np.nonzero(keep)  # row-major, the order run_hooks keeps rows in
         self.rows[row : row + count, 0] = first_window + window[:count]
         self.rows[row : row + count, 1] = pos[:count]
         self.windows[first_window : first_window + len(window_tokens)] = window_tokens
@@ -313,7 +313,7 @@ def collect_activations(
     tokens, n_ctx = shards.tokens(cfg.split), model.cfg.n_ctx
     start_id = shards.start_id if cfg.exclude_start else None
     order = plan_windows(window_counts(tokens, n_ctx, start_id), cfg.n_tokens, cfg.seed)
-    probe, _ = _run_hooks(model, _gather(tokens, order[:1], n_ctx), hooks, None, device)
+    probe, _ = run_hooks(model, _gather(tokens, order[:1], n_ctx), hooks, None, device)
     widths = {hook: probe[hook].shape[1] for hook in hooks}
     model_hash = model_hash or model_fingerprint(model)
     key = hashlib.sha256(json.dumps({
@@ -359,7 +359,7 @@ def collect_activations(
         for b in range(first_batch, n_batches):
             first = b * cfg.batch_size
             window_tokens = _gather(tokens, order[first : first + cfg.batch_size], n_ctx)
-            acts, keep = _run_hooks(model, window_tokens, hooks, start_id, device)
+            acts, keep = run_hooks(model, window_tokens, hooks, start_id, device)
             row = state["rows"]
             count = min(int(keep.sum()), n - row)
             sum_sq = writer.write(row, first, window_tokens,
@@ -644,8 +644,8 @@ class StreamingSource(_MixingSource):
         for hook in (hook_in, self.hook_out):
             if hook:
                 _check_per_token(hook)
-        probe, _ = _run_hooks(model, _gather(self.tokens, np.zeros(1, np.int64), self.n_ctx),
-                              self._hooks, None, self.device)
+        probe, _ = run_hooks(model, _gather(self.tokens, np.zeros(1, np.int64), self.n_ctx),
+                             self._hooks, None, self.device)
         self.d_in = probe[hook_in].shape[1]
         self.d_out = probe[self.hook_out].shape[1] if self.hook_out else self.d_in
         self.peak_buffer_rows = 0
@@ -660,8 +660,8 @@ class StreamingSource(_MixingSource):
         pieces: dict[str, list[np.ndarray]] = {hook: [] for hook in hooks}
         for a in range(0, len(windows), self.cfg.batch_size):
             ids = windows[a : a + self.cfg.batch_size]
-            acts, _ = _run_hooks(self.model, _gather(self.tokens, ids, self.n_ctx), hooks,
-                                 self.start_id, self.device)
+            acts, _ = run_hooks(self.model, _gather(self.tokens, ids, self.n_ctx), hooks,
+                                self.start_id, self.device)
             for hook in hooks:
                 pieces[hook].append(acts[hook].cpu().numpy())
         return {hook: np.concatenate(p) for hook, p in pieces.items()}
@@ -764,7 +764,7 @@ def activation_stats(x: np.ndarray | torch.Tensor, n_components: int = 16, bins:
 
 __all__ = [
     "collect_activations", "ActivationStore", "StoreSource", "StreamingSource",
-    "activation_stats", "estimate_bytes", "disk_cost_table", "hook_width", "format_bytes",
+    "activation_stats", "estimate_bytes", "disk_cost_table", "hook_width", "run_hooks",
     "plan_windows", "window_counts", "model_fingerprint", "norm_scale", "norm_scale_of",
     "principal_components", "explained_variance_ratio", "encode", "decode",
     "DiskSpaceError", "BYTES_PER_VALUE", "BUFFER_TOKENS",
