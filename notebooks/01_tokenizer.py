@@ -131,7 +131,7 @@ print(f"distinct whitespace-separated words: {len({w for t in train_texts for w 
 # notebook carries on.
 
 # %% [markdown]
-# ### Exercise 1 · the pair to merge (difficulty 1, about 5 minutes)
+# ### Exercise 01.most_frequent_pair · the pair to merge (difficulty 1, about 5 minutes)
 #
 # Count every adjacent pair of ids *within* each sequence (a sequence is one word's
 # bytes: pairs never cross from one word to the next) and return the most frequent.
@@ -154,7 +154,7 @@ def most_frequent_pair(seqs: list[list[int]]) -> tuple[int, int] | None:
 most_frequent_pair = check("01.most_frequent_pair", most_frequent_pair)
 
 # %% [markdown]
-# ### Exercise 2 · one merge (difficulty 2, about 10 minutes)
+# ### Exercise 01.merge_pair · one merge (difficulty 2, about 10 minutes)
 #
 # Replace every occurrence of `pair` by `new_id`, scanning each sequence left to right.
 # Overlaps are the subtle part: merging (5, 5) in `5 5 5` gives `new_id 5`, since the
@@ -442,7 +442,7 @@ REMAP_KS = sorted({max(1, round(n_used * f)) for f in (0.125, 0.25, 0.5, 0.75, 0
                   | ({cfg.tokenizer.top_k} if cfg.tokenizer.top_k < n_used else set()))
 
 # %% [markdown]
-# ### Exercise 3 · which tokens the remap keeps (difficulty 2, about 10 minutes)
+# ### Exercise 01.top_k_ids · which tokens the remap keeps (difficulty 2, about 10 minutes)
 #
 # Given every base token's count, return the ids of the `top_k` most frequent, most
 # frequent first: that order *is* the remap (the first id you return becomes id 1).

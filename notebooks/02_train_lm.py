@@ -105,7 +105,7 @@ print(inspect.getsource(Attention.forward))
 # the notebook carries on.
 
 # %% [markdown]
-# ### Exercise 1 · the causal mask (difficulty 1, about 5 minutes)
+# ### Exercise 02.causal_mask · the causal mask (difficulty 1, about 5 minutes)
 #
 # `self.causal[...]` above is the mask that keeps attention causal: entry `[i, j]` is
 # True when query position `i` may attend to key position `j`, that is when `j` is not
@@ -308,7 +308,7 @@ print("hook names, shapes, the residual sums and causal patterns check out")
 # spreads its bets almost evenly. First, the loss that measures it.
 
 # %% [markdown]
-# ### Exercise 2 · the next-token loss (difficulty 2, about 10 minutes)
+# ### Exercise 02.lm_loss · the next-token loss (difficulty 2, about 10 minutes)
 #
 # The loss training minimises: at every position, minus the log of the probability the
 # model gives to the token that actually comes next, averaged over all positions of all
@@ -360,7 +360,7 @@ for text in before:
 # learning rate warms up linearly, then follows a cosine down to a tenth of its peak.
 
 # %% [markdown]
-# ### Exercise 3 · the learning-rate schedule (difficulty 2, about 15 minutes)
+# ### Exercise 02.lr_at · the learning-rate schedule (difficulty 2, about 15 minutes)
 #
 # Steps count from 0. During the first `warmup_steps` steps the rate climbs linearly, so
 # that step 0 already trains at `lr / warmup_steps` and step `warmup_steps - 1` reaches

@@ -273,7 +273,9 @@ for hook in store.hooks:
 # squared singular values).
 
 # %% [markdown]
-# **Exercise 03.explained_variance** (difficulty 2, about 10 minutes). Write the share of
+# ### Exercise 03.explained_variance (difficulty 2, about 10 minutes)
+#
+# Write the share of
 # the *total* variance held by each of the top `n_components` principal directions,
 # largest first. There are at most min(n_rows, width) directions: return that many when
 # more are asked for; rows that do not vary have no variance to share (return zeros).
@@ -471,7 +473,9 @@ if PRESET == "tiny":
 # norms of every row, and keeps it in `store.json`.
 
 # %% [markdown]
-# **Exercise 03.norm_scale** (difficulty 1, about 5 minutes). Write `c` from a batch of
+# ### Exercise 03.norm_scale (difficulty 1, about 5 minutes)
+#
+# Write `c` from a batch of
 # rows: the number with mean ‖c·x‖² = d_in over them. Rows that are all zero have no scale
 # to fix: return 1.0. The cell after uses yours on 20,000 rows of each hook.
 

@@ -97,7 +97,9 @@ print(cfg.sae)
 # penalty to tune. The price: every token gets k latents, whether it needs them or not.
 
 # %% [markdown]
-# **Exercise 04.topk_relu** (difficulty 1, about 10 minutes). Write the TopK activation:
+# ### Exercise 04.topk_relu (difficulty 1, about 10 minutes)
+#
+# Write the TopK activation:
 # each row of `pre` keeps its `k` largest entries, ReLU'd (a kept negative value becomes
 # 0), and everything else is 0. The output has the shape of `pre`; `k` is counted along
 # the last axis, the latents. `check` runs it against the package's `topk_relu` on a few
@@ -129,7 +131,9 @@ print(inspect.getsource(topk_relu))
 # smallest kept value).
 
 # %% [markdown]
-# **Exercise 04.batch_topk_relu** (difficulty 2, about 10 minutes). The same selection
+# ### Exercise 04.batch_topk_relu (difficulty 2, about 10 minutes)
+#
+# The same selection
 # over the whole batch: of all `batch × d_sae` entries keep the `k × batch` largest
 # (ReLU'd), zero the rest. The cases include one busy token among quiet ones, which is
 # where this differs from per-token top-k.
@@ -169,7 +173,9 @@ print(inspect.getsource(JumpReLUFunction))
 # not count. So the coefficient `l1_coeff` sets L0 only indirectly.
 
 # %% [markdown]
-# **Exercise 04.weighted_l1** (difficulty 2, about 10 minutes). Write that penalty: for
+# ### Exercise 04.weighted_l1 (difficulty 2, about 10 minutes)
+#
+# Write that penalty: for
 # each token, the sum over latents of `f_i · ‖W_dec[i]‖`, averaged over the tokens of the
 # batch (the same per-token-sum, batch-mean convention as the MSE, so `l1_coeff` does not
 # depend on the batch size). One number.

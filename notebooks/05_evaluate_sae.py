@@ -111,7 +111,9 @@ if PRESET == "tiny":
 #   right way, whatever its length.
 
 # %% [markdown]
-# **Exercise 05.fve** (difficulty 1, about 5 minutes). Write FVE for a batch of targets
+# ### Exercise 05.fve (difficulty 1, about 5 minutes)
+#
+# Write FVE for a batch of targets
 # `y` and reconstructions `y_hat`: 1 − SSE / SST over all tokens and channels, with SST
 # around each channel's own mean. A target that does not vary has nothing to explain:
 # return None. Compute in float64. The cell after the next one uses your function to
@@ -265,7 +267,9 @@ plt.show()
 # distribution moves, not just the probability of the right token.
 
 # %% [markdown]
-# **Exercise 05.ce_loss_recovered** (difficulty 1, about 5 minutes). Write the ratio from
+# ### Exercise 05.ce_loss_recovered (difficulty 1, about 5 minutes)
+#
+# Write the ratio from
 # the three mean cross-entropies. When the ablation costs nothing (CE_ablated = CE_clean)
 # it is undefined: return None. The cell after the next one checks it on this SAE's
 # figures.
@@ -426,7 +430,9 @@ assert cfg.sweep.n_tokens < cfg.sae.n_tokens
 # dictionary's codes. Both signs are tried for those, which favours the baselines.
 
 # %% [markdown]
-# **Exercise 05.auroc** (difficulty 3, about 20 minutes). Write AUROC for every latent at
+# ### Exercise 05.auroc (difficulty 3, about 20 minutes)
+#
+# Write AUROC for every latent at
 # once: `scores` (n_tokens, n_latents), `labels` (n_tokens,) bool with both classes
 # present; return (n_latents,) float64. The catch is **ties**: an SAE latent is 0 on most
 # tokens, so most pairs tie, and a tied (positive, negative) pair counts 1/2. Either

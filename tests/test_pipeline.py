@@ -146,6 +146,9 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     assert [r["name"] for r in sweep] == ["topk_d64_k2", "topk_d64_k8"]
     assert not (run.stage_dir("eval") / "ground_truth.json").exists()  # not storyworld
     assert "Sparsity sweep" in page.read_text()
+    features = json.loads((run.stage_dir("features") / "manifest.json").read_text())["summary"]
+    assert features["n_tokens"] > 0 and 0 < features["alive"] <= 64
+    assert '<section id="features">' in page.read_text()
 
     # an SAE on a hook the store does not hold is refused with the fix in the message
     wrong = apply_overrides(small, ["sae.hook_in=blocks.0.hook_resid_post"])

@@ -276,6 +276,39 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class FeaturesConfig:
+    """One pass over the validation split through the LM and the dictionary, keeping per
+    latent its top contexts, contexts at activation quantiles, an activation histogram,
+    its density and mean activation when active (`interpret.features`).
+
+    Memory is O(d_sae x (top_k + reservoir)) whatever `n_tokens` is.
+    """
+
+    n_tokens: int = 1_000_000  # validation tokens scanned; 0 = the whole split
+    top_k: int = 16  # top-activating contexts kept per latent
+    context: int = 8  # tokens shown either side of an activating token
+    quantile_samples: int = 4  # contexts per latent at evenly spaced activation quantiles
+    reservoir: int = 64  # uniform sample of active contexts the quantile ones are chosen from
+    hist_bins: int = 60  # bins of the non-zero activations (0.1 decade each over 1e-3..1e3; and of logit effects)
+    top_logits: int = 10  # boosted and suppressed tokens kept per latent
+    batch_size: int = 32  # n_ctx-token sequences per forward pass
+    checkpoint_every: int = 50  # batches between checkpoints of the running state
+    seed: int = 0  # the reservoir's random keys
+
+    def __post_init__(self) -> None:
+        if self.n_tokens < 0:
+            raise ConfigError(f"features.n_tokens must be >= 0 (0 = the whole split), got {self.n_tokens}")
+        if self.context < 0:
+            raise ConfigError(f"features.context must be >= 0, got {self.context}")
+        for name in ("top_k", "quantile_samples", "reservoir", "hist_bins", "top_logits",
+                     "batch_size", "checkpoint_every"):
+            _check_positive(f"features.{name}", getattr(self, name))
+        if self.quantile_samples > self.reservoir:
+            raise ConfigError(f"features.quantile_samples ({self.quantile_samples}) must be at most "
+                              f"features.reservoir ({self.reservoir}), the contexts they are picked from")
+
+
+@dataclass(frozen=True)
 class CourseConfig:
     """The whole course: one frozen config per stage."""
 
@@ -289,6 +322,7 @@ class CourseConfig:
     sae: SAEConfig = field(default_factory=SAEConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
 
     @property
     def resolved_model(self) -> ModelConfig:
@@ -325,6 +359,8 @@ PRESETS: dict[str, CourseConfig] = {
                       n_tokens=2_000_000, batch_size=1024, lr=1e-3),
         # four k values sharing one pass of 500K tokens
         sweep=SweepConfig(values=(4, 8, 16, 32), n_tokens=500_000),
+        # the whole validation split (~35K tokens)
+        features=FeaturesConfig(n_tokens=0),
     ),
     # Real TinyStories on a laptop (tens of minutes): the first 100K stories of the hub
     # dataset or of a local file (`--data PATH`), a 4K BPE, a 4-layer 256-wide model
@@ -343,6 +379,7 @@ PRESETS: dict[str, CourseConfig] = {
         sae=SAEConfig(kind="topk", hook_in="blocks.2.hook_resid_pre", d_sae=2048, k=32,
                       n_tokens=20_000_000, batch_size=2048, lr=5e-4),
         sweep=SweepConfig(values=(8, 16, 32, 64), n_tokens=5_000_000),
+        features=FeaturesConfig(n_tokens=1_000_000),
     ),
     # One 24 GB GPU: the full TinyStories train set (~2.1M stories, ~470M tokens) and a
     # TinyModel-sized network (4 layers, d_model 768, 16 heads, n_ctx 256, ~10K vocab).
@@ -366,6 +403,9 @@ PRESETS: dict[str, CourseConfig] = {
                       l1_coeff=5.0, n_tokens=200_000_000, batch_size=4096, lr=5e-5,
                       dtype="bfloat16", compile=True, checkpoint_every=5000),
         sweep=SweepConfig(values=(1.0, 2.0, 5.0, 10.0), n_tokens=50_000_000),
+        # the running state is ~20 MB (16K latents x 80 kept contexts); a batch's latents,
+        # 16 x 256 tokens x 16K latents, are ~270 MB of float32 per temporary
+        features=FeaturesConfig(n_tokens=10_000_000, batch_size=16, checkpoint_every=200),
     ),
 }
 
@@ -456,7 +496,8 @@ def from_dict(data: dict) -> CourseConfig:
     kinds = {f.name: f.type for f in dataclasses.fields(CourseConfig)}
     classes = {"data": DataConfig, "tokenizer": TokenizerConfig, "shards": ShardsConfig,
                "model": ModelConfig, "train": TrainConfig, "activations": ActivationsConfig,
-               "sae": SAEConfig, "sweep": SweepConfig, "eval": EvalConfig}
+               "sae": SAEConfig, "sweep": SweepConfig, "eval": EvalConfig,
+               "features": FeaturesConfig}
     parts = {}
     for key, value in data.items():
         if key in classes:
@@ -469,6 +510,6 @@ def from_dict(data: dict) -> CourseConfig:
 
 __all__ = [
     "ConfigError", "DataConfig", "TokenizerConfig", "ShardsConfig", "ModelConfig",
-    "TrainConfig", "ActivationsConfig", "SAEConfig", "SweepConfig", "EvalConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
+    "TrainConfig", "ActivationsConfig", "SAEConfig", "SweepConfig", "EvalConfig", "FeaturesConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
     "from_dict",
 ]

@@ -363,7 +363,28 @@ def build_eval(run: Run, folder: Path) -> dict:
                                       first_index=run.cfg.data.max_stories, device=device)
         atomic_write_json(folder / "ground_truth.json", truth)
         summary.update({f"ground_truth_auroc_{k}": v for k, v in truth["mean"].items()})
+        summary.update({f"ground_truth_chance_{k}": v for k, v in truth["chance"].items()})
     return summary
+
+
+@stage("features", needs=("shards", "lm", "sae"), reads=("features",), resumable=True)
+def build_features(run: Run, folder: Path) -> dict:
+    """Per latent of the `sae` stage's dictionary, from one pass over the val split: top
+    and quantile contexts, activation histogram, density, direct logit attribution
+    (features.safetensors + features.json; see `interpret/features.py`)."""
+    from .interpret.features import scan_features
+    from .lm.model import load_model
+    from .sae.model import load_sae
+
+    device = _device()
+    started = time.time()
+    index = scan_features(load_model(run.stage_dir("lm"), device=device),
+                          load_sae(run.stage_dir("sae"), device=device),
+                          Shards.open(run.stage_dir("shards")), run.cfg.features, folder,
+                          device=device, exclude_start=run.cfg.activations.exclude_start,
+                          log=run.log)
+    return {"n_tokens": index["n_tokens"], "alive": index["alive"],
+            "mean_density": index["mean_density"], "seconds": round(time.time() - started, 2)}
 
 
 @stage("report", needs=(), reads=(), reads_all=True)
