@@ -55,3 +55,31 @@ STORIES = [
 @pytest.fixture
 def stories():
     return list(STORIES)
+
+
+def write_random_shards(folder, train_tokens: int, val_tokens: int, vocab: int = 64, seed: int = 0):
+    """Shards of random 'stories' of 5-20 tokens (ids 1..vocab-1), each after a start
+    token (id 0), written into `folder`; returns the opened `Shards`."""
+    import json
+    from pathlib import Path
+
+    from tinycourse.corpus.shards import Shards
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    meta = {"splits": {}, "dtype": "uint16", "start_id": 0, "vocab_size": vocab}
+    for split, n in (("train", train_tokens), ("val", val_tokens)):
+        tokens = []
+        while len(tokens) < n:
+            tokens += [0] + rng.integers(1, vocab, size=rng.integers(5, 21)).tolist()
+        np.asarray(tokens[:n], dtype=np.uint16).tofile(folder / f"{split}.bin")
+        meta["splits"][split] = {"tokens": n, "stories": tokens.count(0)}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return Shards.open(folder)
+
+
+@pytest.fixture
+def random_shards():
+    """`write_random_shards`, for tests that need token shards without a tokenizer."""
+    return write_random_shards

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from tinycourse.config import EvalConfig, ModelConfig, SAEConfig
-from tinycourse.corpus.shards import Shards
 from tinycourse.evaluate.metrics import (
     LinearBaseline,
     RandomDictionary,
@@ -41,18 +40,9 @@ def model():
 
 
 @pytest.fixture
-def shards(tmp_path):
+def shards(tmp_path, random_shards):
     """Random 'stories' of 5-20 tokens (ids 1..63), each after a start token (id 0)."""
-    rng = np.random.default_rng(0)
-    meta = {"splits": {}, "dtype": "uint16", "start_id": 0, "vocab_size": 64}
-    for split, n in (("train", 3000), ("val", 1000)):
-        tokens = []
-        while len(tokens) < n:
-            tokens += [0] + rng.integers(1, 64, size=rng.integers(5, 21)).tolist()
-        np.asarray(tokens[:n], dtype=np.uint16).tofile(tmp_path / f"{split}.bin")
-        meta["splits"][split] = {"tokens": n, "stories": tokens.count(0)}
-    (tmp_path / "meta.json").write_text(json.dumps(meta))
-    return Shards.open(tmp_path)
+    return random_shards(tmp_path, train_tokens=3000, val_tokens=1000)
 
 
 def identity_sae(hook=HOOK, d=D):

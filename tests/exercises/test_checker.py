@@ -210,3 +210,19 @@ def test_every_exercise_checks_against_a_function_of_the_package():
 
 def test_the_package_docstring_shows_how_to_add_one():
     assert "register(Exercise(" in exercises.__doc__ and "Hint(" in exercises.__doc__
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_every_reference_passes_its_own_check(name, capsys):
+    reference = EXERCISES[name].reference
+    assert check(name, reference) is reference
+    assert f"{name}: correct on" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_every_unattempted_stub_falls_back_to_the_reference(name, capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError
+
+    assert check(name, stub) is EXERCISES[name].reference
+    assert "not attempted yet: using the reference" in capsys.readouterr().out

@@ -12,7 +12,6 @@ from tinycourse.config import (
     apply_overrides,
     preset,
 )
-from tinycourse.corpus.shards import Shards
 from tinycourse.interpret.features import (
     CHECKPOINT,
     DATA,
@@ -49,20 +48,9 @@ def model():
 
 
 @pytest.fixture
-def shards(tmp_path):
+def shards(tmp_path, random_shards):
     """Random 'stories' of 5-20 tokens (ids 1..63), each after a start token (id 0)."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "shards"
-    folder.mkdir()
-    meta = {"splits": {}, "dtype": "uint16", "start_id": 0, "vocab_size": 64}
-    for split, n in (("train", 500), ("val", 700)):
-        tokens = []
-        while len(tokens) < n:
-            tokens += [0] + rng.integers(1, 64, size=rng.integers(5, 21)).tolist()
-        np.asarray(tokens[:n], dtype=np.uint16).tofile(folder / f"{split}.bin")
-        meta["splits"][split] = {"tokens": n, "stories": tokens.count(0)}
-    (folder / "meta.json").write_text(json.dumps(meta))
-    return Shards.open(folder)
+    return random_shards(tmp_path / "shards", train_tokens=500, val_tokens=700)
 
 
 def sae_of(kind="relu", d_sae=48, **kw):
