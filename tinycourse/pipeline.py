@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, CourseConfig, config_hash
-from .corpus.sources import iter_stories, source_fingerprint
 from .artifacts import atomic_write_bytes, atomic_write_json, file_sha256
-from .rundir import RunDir
+from .config import ConfigError, CourseConfig, config_hash
 from .corpus.shards import Shards, token_dtype, write_split
+from .corpus.sources import iter_stories, source_fingerprint
 from .corpus.tokenizer import (BPETokenizer, RemapTokenizer, build_remap, load_base_tokenizer,
-                        load_tokenizer, train_bpe, unk_rates)
+                               load_tokenizer, train_bpe, unk_rates)
+from .rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -253,8 +253,8 @@ def build_lm(run: Run, folder: Path) -> dict:
 
 @stage("activations", needs=("shards", "lm"), reads=("activations",), resumable=True)
 def build_activations(run: Run, folder: Path) -> dict:
-    from .sae.activations import collect_activations
     from .lm.model import load_model
+    from .sae.activations import collect_activations
 
     cfg = run.cfg.activations
     if cfg.storage == "stream":

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..artifacts import atomic_write_bytes, atomic_write_json
 from ..config import ConfigError, ModelConfig
 from .hooks import HookedModule, HookPoint
-from ..artifacts import atomic_write_bytes, atomic_write_json
 
 FORMAT_VERSION = 1  # of model.safetensors + config.json; bump when the layout changes
 NORM_EPS = 1e-5

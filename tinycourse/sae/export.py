@@ -40,8 +40,8 @@ import torch
 from safetensors.torch import load_file, save
 
 from .. import __version__
-from ..config import ConfigError, SAEConfig
 from ..artifacts import atomic_write_bytes, atomic_write_json, file_sha256
+from ..config import ConfigError, SAEConfig
 from .model import CONFIG, WEIGHTS, SparseAutoencoder, load_sae
 
 SAELENS_CONFIG, SAELENS_WEIGHTS = "cfg.json", "sae_weights.safetensors"
