@@ -1,9 +1,12 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both create .venv if it
-# is missing and (re)install only when pyproject.toml changed since the last install.
+# is missing and (re)install only when pyproject.toml or EXTRAS changed since the last
+# install.
 PYTHON ?= python3
+# The extras to install; CI adds interp (SAELens, TransformerLens) so their tests run
+EXTRAS ?= notebooks,dev
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: demo test install notebooks clean
 
@@ -12,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[notebooks,dev]"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -191,9 +191,10 @@ for name in ("tiny", "small", "replication"):
           f"  {flops_per_token(preset(name).resolved_model):.3g}")
 
 # %% [markdown]
-# The embeddings (token and position in, unembedding out) are a third or more of the
-# parameters at every preset (the cell below checks it). Small models spend much of
-# their budget on the vocabulary. That is one reason its size matters (notebook 01), and
+# The embeddings (token and position in, unembedding out) are a quarter or more of the
+# parameters at every preset (the cell below checks it); `tiny` ties its unembedding to
+# the embedding (section 5 says why), so it counts that matrix once. Small models spend
+# much of their budget on the vocabulary. That is one reason its size matters (notebook 01), and
 # why papers often quote non-embedding counts.
 #
 # `flops_per_token` is the usual estimate of training compute: 6 FLOPs per non-embedding
@@ -202,7 +203,7 @@ for name in ("tiny", "small", "replication"):
 # et al. 2020).
 
 # %%
-assert all(share > 1 / 3 for share in embedding_share.values()), embedding_share
+assert all(share > 1 / 4 for share in embedding_share.values()), embedding_share
 
 # %% [markdown]
 # ## 3. One forward pass, traced
@@ -506,9 +507,10 @@ if PRESET == "tiny":  # it has learned that a name comes next
     assert any(t.strip() in {c.name for c in NAMES} for t in top_next[PROMPTS[2]])
 
 # %% [markdown]
-# The `tiny` model knows that a name comes next. But after its short training it does
-# not know *which*: Finn gets no more than the likeliest other boy's name. The cell
-# compares them, and checks it on `tiny`.
+# The model knows that a name comes next. Does it know *which*? Finn is already in the
+# context; a model that only learned which names are common would give him no more than
+# any other boy. The cell compares Finn with the likeliest other boy's name, and checks
+# on `tiny` that the model copies: Finn at least twice as likely.
 
 # %%
 boys = [c.name for c in NAMES if c.gender == "male" and c.name != "Finn"]
@@ -517,15 +519,98 @@ best_other = max(p_boys, key=p_boys.get)
 print(f"p(' Finn') = {p_finn:.3f}; the likeliest other boy's name: {best_other!r} "
       f"{p_boys[best_other]:.3f}; mean over {len(boys)} others {np.mean(list(p_boys.values())):.3f}")
 if PRESET == "tiny":
-    assert p_finn <= p_boys[best_other]
+    assert p_finn >= 2 * p_boys[best_other]
 
 # %% [markdown]
-# Copying a token from earlier in the context needs an **induction** circuit: two heads
-# in different layers working together. Induction heads form in models of two or more
-# layers once trained long enough, in a phase change visible as a bump in the loss curve
-# ([*In-context Learning and Induction
-# Heads*](https://transformer-circuits.pub/2022/in-context-learning-and-induction-heads/index.html),
-# Olsson et al. 2022). Notebook 07 hunts for them.
+# ### What it does in context
+#
+# Copying a name from earlier in the story is an **in-context** ability: nothing in the
+# weights says that this story's hero is Finn. Storyworld makes it a necessity. Half its
+# children have invented names ("Brakomin", "Zeelotina": tens of thousands of them, two to
+# four tokens each), so before a name's first mention the model can only guess, and after
+# it the story says which. Storyworld labels every first mention and every repeat, so the
+# loss can be split by what is predicted (`tinycourse.interpret.in_context`). The `lm`
+# stage measured it on 200 fresh stories, past the last one the corpus holds, and wrote
+# `in_context.json`:
+
+# %%
+probes = json.loads((lm_dir / "in_context.json").read_text())
+groups = probes["groups"]
+for group, g in groups.items():
+    print(f"{group:<12} loss {g['loss']:.2f} nats over {g['tokens']:,} tokens")
+print(f"name repeats / first mentions: {probes['name_repeat_ratio']:.2f}")
+
+fig, ax = plt.subplots(figsize=(6, 2.6))
+ax.barh(list(groups)[::-1], [g["loss"] for g in groups.values()][::-1], color="tab:blue")
+ax.set(xlabel="next-token loss (nats)", title="Loss by what is predicted, fresh stories")
+fig.tight_layout()
+plt.show()
+if PRESET == "tiny":
+    assert probes["name_repeat_ratio"] <= 0.5
+    assert groups["name_repeat"]["loss"] < groups["name_first"]["loss"] - 1.5
+
+# %% [markdown]
+# A repeated name costs a fraction of a first mention: the model looks back. The table
+# the course started from, measured on the previous `tiny` (a 56-name storyworld,
+# untied embeddings, 400 steps of 32 x 128 tokens), was name repeats 3.56 nats against
+# first mentions 3.50: no copying at all.
+#
+# The cleanest test of copying strips away the story: [start] + R + R, with R a sequence
+# of 40 random tokens the model met in training. Nothing but copying predicts the second
+# R. An **induction head** (Olsson et al. 2022, [*In-context Learning and Induction
+# Heads*](https://transformer-circuits.pub/2022/in-context-learning-and-induction-heads/index.html))
+# does it: from each token of the second copy it attends to the token that followed the
+# same token in the first, and copies it. The probe's loss per position, and the best
+# head's score (mean attention to that token):
+
+# %%
+from tinycourse.interpret.in_context import repeated_sequences, training_token_ids
+
+rr = probes["repeated_tokens"]
+seen = training_token_ids(shards.tokens("train"), exclude=[start_id])
+seqs = repeated_sequences(seen, 16, rr["length"], seed=0, start_id=start_id)
+with torch.no_grad():
+    per_position = torch.nn.functional.cross_entropy(
+        model(seqs[:, :-1]).flatten(0, 1), seqs[:, 1:].flatten(), reduction="none"
+    ).view(16, -1).mean(0)
+fig, ax = plt.subplots(figsize=(7, 2.6))
+ax.plot(range(1, seqs.shape[1]), per_position.numpy())
+ax.axvline(rr["length"] + 0.5, color="grey", ls="--", lw=1, label="second copy starts")
+ax.set(xlabel="position", ylabel="loss (nats)", title="[start] + R + R")
+ax.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+print(f"first copy {rr['first_copy_loss']:.2f} nats, second copy {rr['second_copy_loss']:.2f}; "
+      f"best induction score {rr['best_induction']:.2f} (head {rr['best_head'][0]}.{rr['best_head'][1]})")
+
+# %% [markdown]
+# On `tiny` the second copy is no easier than the first, and no head looks back to the
+# token after the earlier occurrence: the model copies names, but it has not formed a
+# general induction circuit. It reaches the names by a narrower route, attending to the
+# names the story already holds. Induction heads form in a phase change once a model has
+# seen enough text that rewards copying; in our CPU budget the copy-heavy stories of
+# storyworld (memory games, a parrot, magic words, a packed bag) were not enough, and
+# the note of issue 12 lists what was tried. Notebook 07 looks for heads across the saved
+# snapshots and on the TinyStories models. The cell checks the claim on this run.
+
+# %%
+if PRESET == "tiny":
+    assert rr["best_induction"] < 0.3 and rr["second_copy_loss"] > 0.5 * rr["first_copy_loss"]
+
+# %% [markdown]
+# A story generated from an opening with an invented name: does the name come back,
+# whole? Eight samples, with every later mention of the hero marked:
+
+# %%
+opening = "Once upon a time, there was a little girl named Zeelotina."
+stories_after = generate_text(model, tokenizer, [opening] * 8, 80, start_id=start_id, seed=1,
+                              temperature=0.7)
+kept = [text[len(opening):].count("Zeelotina") for text in stories_after]
+for text in stories_after[:3]:
+    print(text.replace("Zeelotina", "[Zeelotina]"), end="\n\n")
+print("later mentions of Zeelotina per story:", kept)
+if PRESET == "tiny":
+    assert sum(n > 0 for n in kept) >= 4
 
 # %% [markdown]
 # How the samples improved: at each evaluation the trainer sampled a few stories from the
@@ -539,7 +624,7 @@ for step in sample_steps:
     text = next(s["text"] for s in samples if s["step"] == step)
     loss = next(r["val_loss"] for r in evals if r["step"] == step)
     print(f"step {step} (val loss {loss:.2f}):\n{text[:300]}\n")
-assert all(s["text"].strip() for s in samples)
+assert sum(bool(s["text"].strip()) for s in samples) >= 2 * len(samples) / 3  # a sample may end at once
 
 # %% [markdown]
 # ## 7. A first look inside

@@ -88,15 +88,14 @@ for stage in ("lm", "sae", "sweep", "eval"):
 
 # %% [markdown]
 # Which tokens: consecutive `n_ctx`-token windows of the *validation* split, in a seeded
-# order, until `eval.n_tokens` positions are counted. On `tiny` the split is smaller than
-# that, so all of it is used (checked below). Positions holding the start token are left
-# out of every figure, as they were left out of SAE training: their norms are outliers.
+# order, until `eval.n_tokens` positions are counted; a split smaller than that is used
+# whole (checked below). Positions holding the start token are left out of every figure,
+# as they were left out of SAE training: their norms are outliers.
 
 # %%
-print(f"eval.n_tokens = {cfg.eval.n_tokens:,}; counted: {N:,}")
-assert N >= cfg.eval.n_tokens or PRESET == "tiny"
-if PRESET == "tiny":
-    assert N < cfg.eval.n_tokens
+val_split = run.shards().meta["splits"]["val"]
+print(f"eval.n_tokens = {cfg.eval.n_tokens:,}; counted: {N:,} of the split's {val_split['tokens']:,}")
+assert N >= cfg.eval.n_tokens or N > 0.8 * (val_split["tokens"] - val_split["stories"])
 
 # %% [markdown]
 # ## 1. Reconstruction: MSE, normalised MSE, FVE, cosine
@@ -317,16 +316,21 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Zero ablation of the residual stream is brutal: everything written before the hook is
-# gone. So recovery against it looks flattering, and recovery against the mean ablation
-# is the stricter figure. On this run, the cell below checks that zero ablation costs
-# more than mean ablation, so the first recovery figure is the larger. Both are reported
-# in the literature; say which one you quote.
+# Zero ablation removes everything written before the hook. Mean ablation keeps the
+# stream's average, its typical direction and scale, but the same vector at every
+# position: in a model whose unembedding reads the embedding's directions (`tiny` ties
+# them) that average can push every prediction towards the same few tokens, and cost
+# more than zero. Which ablation is worse depends on the model, so the recovery against
+# the costlier one is the more flattering figure. Both are reported in the literature;
+# say which one you quote. The cell below names the costlier ablation on this run and
+# checks that its recovery figure is the larger.
 
 # %%
-if HOOK.endswith("hook_resid_pre"):
-    assert spliced["ce_zero_ablation"] > spliced["ce_mean_ablation"], spliced
-    assert spliced["ce_loss_recovered"] > spliced["ce_loss_recovered_vs_mean"], spliced
+costlier = "zero" if spliced["ce_zero_ablation"] > spliced["ce_mean_ablation"] else "mean"
+print(f"the costlier ablation here: {costlier} (zero {spliced['ce_zero_ablation']:.2f}, "
+      f"mean {spliced['ce_mean_ablation']:.2f} nats)")
+flattering = spliced["ce_loss_recovered" if costlier == "zero" else "ce_loss_recovered_vs_mean"]
+assert flattering >= max(spliced["ce_loss_recovered"], spliced["ce_loss_recovered_vs_mean"])
 
 # %% [markdown]
 # ## 4. Baselines: does the SAE beat dictionaries that learned nothing?

@@ -134,6 +134,15 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     assert manifest["summary"]["fve"] > 0 and set(manifest["upstream"]) == {"activations"}
     lm_summary = json.loads((run.stage_dir("lm") / "manifest.json").read_text())["summary"]
     assert lm_summary["steps"] == 20 and lm_summary["tokens"] == 20 * 8 * 32
+    # the lm stage measured in-context abilities (names by rule on a text corpus) and kept
+    # its snapshots; the report shows the measurement
+    probes = json.loads((run.stage_dir("lm") / "in_context.json").read_text())
+    assert probes["source"] == "val split, names by rule" and probes["stories"] > 0
+    assert probes["groups"]["name_first"]["tokens"] > 0  # "named Lily": a name by the rule
+    assert sum(g["tokens"] for g in probes["groups"].values()) > 100
+    assert lm_summary["induction_score"] == probes["repeated_tokens"]["best_induction"]
+    assert sorted(p.name for p in (run.stage_dir("lm") / "snapshots").iterdir()) == [
+        "step_000000", "step_000016", "step_000020"]
 
     # the rest of the chain: sweep, held-out evaluation, the report
     run.run()  # every stage, in order: sweep, eval, report
@@ -145,7 +154,7 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     assert all(r["l0"] <= k + 1e-6 for r, k in zip(sweep, (2, 8)))
     assert [r["name"] for r in sweep] == ["topk_d64_k2", "topk_d64_k8"]
     assert not (run.stage_dir("eval") / "ground_truth.json").exists()  # not storyworld
-    assert "Sparsity sweep" in page.read_text()
+    assert "Sparsity sweep" in page.read_text() and "In context" in page.read_text()
     features = json.loads((run.stage_dir("features") / "manifest.json").read_text())["summary"]
     assert features["n_tokens"] > 0 and 0 < features["alive"] <= 64
     assert '<section id="features">' in page.read_text()

@@ -248,7 +248,37 @@ def build_lm(run: Run, folder: Path) -> dict:
                        decode=tokenizer.decode, start_id=tokenizer.start_id)
     keep = ("steps", "tokens", "train_loss", "val_loss", "unigram_entropy", "tokens_per_s",
             "parameters", "wall_time_s")
-    return {k: summary[k] for k in keep if k in summary}
+    out = {k: summary[k] for k in keep if k in summary}
+    if summary.get("finished") and int(os.environ.get("RANK", "0")) == 0:
+        probes = measure_in_context(run, folder)
+        out.update(name_repeat_ratio=probes["name_repeat_ratio"],
+                   induction_score=probes["repeated_tokens"]["best_induction"],
+                   second_copy_ratio=probes["second_copy_ratio"])
+    return out
+
+
+IN_CONTEXT_STORIES = 200  # stories the name probe reads
+
+
+def measure_in_context(run: Run, folder: Path) -> dict:
+    """The LM's in-context abilities (`interpret.in_context`), written to in_context.json:
+    on storyworld, fresh stories past the corpus's last (never trained on) with exact labels;
+    on other text, the validation split with names found by rule."""
+    from .corpus.storyworld import generate_stories
+    from .interpret.in_context import in_context_summary, text_story
+    from .lm.model import load_model
+
+    data = run.cfg.data
+    if data.source == "storyworld":
+        stories = list(generate_stories(IN_CONTEXT_STORIES, seed=data.seed, start=data.max_stories))
+    else:
+        stories = [text_story(t) for t in _sample_texts(run, "val", IN_CONTEXT_STORIES)]
+    model = load_model(folder)
+    result = in_context_summary(model, load_tokenizer(run.stage_dir("tokenizer")), stories,
+                                Shards.open(run.stage_dir("shards")).tokens("train"))
+    result["source"] = "storyworld (fresh stories)" if data.source == "storyworld" else "val split, names by rule"
+    atomic_write_json(folder / "in_context.json", result)
+    return result
 
 
 @stage("activations", needs=("shards", "lm"), reads=("activations",), resumable=True)

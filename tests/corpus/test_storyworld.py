@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tinycourse.corpus import storyworld as sw
-from tinycourse.corpus.storyworld import LABEL_VARIABLES, NAMES, PARENTS, PLACES, SKELETONS, Span, Story
+from tinycourse.corpus.storyworld import (LABEL_VARIABLES, NAMES, PARENTS, PLACES, SKELETONS, Span,
+                                          Story, gender_of)
 
 GENDER = {c.name: c.gender for c in NAMES + PARENTS}
 PRONOUN_GENDER = {"she": "female", "her": "female", "herself": "female",
@@ -90,6 +91,50 @@ def test_many_characters_appear(stories):
     assert len(appeared & {c.name for c in NAMES}) >= 40
 
 
+def test_half_the_children_have_invented_names_that_cannot_be_memorised(stories):
+    table = {c.name for c in NAMES + PARENTS}
+    heroes = [s.characters[0] for s in stories]
+    invented = [n for n in heroes if n not in table]
+    assert 0.4 < len(invented) / len(heroes) < 0.6
+    assert len(set(invented)) > 0.95 * len(invented)  # almost never the same name twice
+    assert all(re.fullmatch(r"[A-Z][a-z]{3,}", n) and n.lower() not in sw.known_words()
+               for n in invented)
+
+
+def test_gender_is_a_function_of_the_name():
+    rng = __import__("random").Random(0)
+    for _ in range(200):
+        for gender in ("female", "male"):
+            assert gender_of(sw.invented_name(rng, gender)) == gender
+    assert gender_of("Lily") == "female" and gender_of("Tweety") == "neuter" and gender_of("Dad") == "male"
+
+
+def test_copying_plots_repeat_what_was_said(stories):
+    """The memory game's lists, the parrot's lines, the magic word and the packed bag come
+    back word for word: only copying predicts them."""
+    found = collections.Counter()
+    for s in stories:
+        if s.skeleton == "memory_game":
+            lists = re.findall(r'"(?:Listen: |Now you: |Try this one: |Now a long one: )?([a-z]+(?:, [a-z]+){3,})[.,!]?"', s.text)
+            lists += [x.lower() for x in re.findall(r'"([A-Z][a-z]+(?:, [a-z]+){3,})[.,!]?"', s.text)]
+            counts = collections.Counter(x.lower() for x in lists)
+            assert counts and all(n >= 2 for n in counts.values()), s.text
+            found["memory_game"] += 1
+        elif s.skeleton == "parrot":
+            quotes = collections.Counter(re.findall(r'"([^"]+)"', s.text))
+            assert sum(n >= 2 for n in quotes.values()) >= 2, s.text
+            found["parrot"] += 1
+        elif s.skeleton == "magic_word":
+            word = re.search(r"magic word(?:: |\. It was )([a-z]+)\.", s.text).group(1)
+            assert s.text.lower().count(word) >= 4, s.text
+            found["magic_word"] += 1
+        unpacked = re.search(r"(?:Out came|There were) (.+?)\.", s.text)
+        if s.skeleton == "trip" and unpacked and "packed" in s.text:
+            assert s.text.count(unpacked.group(1)) == 2, s.text
+            found["packing"] += 1
+    assert min(found.values()) > 20 and found["memory_game"] > 2 * found["parrot"], found
+
+
 def test_vocabulary(stories):
     words = {w.lower() for s in stories for w in re.findall(r"[A-Za-z']+", s.text)}
     assert len(words) >= 400
@@ -155,7 +200,7 @@ def test_indirect_objects(stories):
 
 def test_spans_well_formed(stories):
     for s in stories:
-        assert set(s.characters) <= set(GENDER)
+        assert all(name in GENDER or name not in sw.known_words() for name in s.characters)
         by_var = collections.defaultdict(list)
         for span in s.spans:
             assert isinstance(span, Span)
@@ -212,7 +257,7 @@ def test_pronouns_agree_with_referent(stories):
             word = s.text[span.start:span.end].lower()
             names = span.value.split("+")
             assert all(n in s.characters for n in names)
-            expected = "plural" if len(names) > 1 else GENDER[span.value]
+            expected = "plural" if len(names) > 1 else gender_of(span.value)
             assert PRONOUN_GENDER[word] == expected, (word, span.value, s.text)
             seen[expected] += 1
     assert min(seen.values()) > 10 and len(seen) == 4

@@ -232,7 +232,8 @@ def test_data_parallel_on_two_cpu_processes(shards, tmp_path):
     assert [m["step"] for m in metrics] == list(range(1, 21))
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] - 1.0
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.pt", "config.json", "metrics.jsonl", "model.safetensors", "samples.jsonl", "summary.json"]
+        "checkpoint.pt", "config.json", "metrics.jsonl", "model.safetensors", "samples.jsonl",
+        "snapshots", "summary.json"]
     # the two processes drew different windows: a run on one process differs
     single = train_lm(MODEL, cfg, shards, tmp_path / "single", progress=False)
     assert single["val_loss"] != summaries[0]["val_loss"]

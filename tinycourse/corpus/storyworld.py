@@ -29,6 +29,15 @@ Text is produced as labelled pieces and appended by a builder that records
 character spans as it goes, so labels are exact by construction rather than
 recovered by searching the text afterwards.
 
+Stories that reward copying
+---------------------------
+A model learns in-context abilities only when the corpus makes them pay. Half the
+children get invented names (`invented_name`: tens of thousands, two to four BPE
+tokens each), so a name's later mentions are predictable only from its first. Some
+plots repeat what was said: a memory game (lists of random words said back), a
+parrot (it says back each line), a magic word said again and again, a bag packed
+and unpacked. The memory game is drawn more often than the other plots.
+
 Labels (``Story.spans``; spans of one variable never overlap)
 -------------------------------------------------------------
 in_quote          each quotation, both quote marks included; value "1"
@@ -108,7 +117,9 @@ _BOYS = ("Tom Ben Max Tim Sam Jack Leo Bob Joe Jake Finn Dan Luke Mark Paul Ted 
 _ANIMALS = (("Spot", "dog", "male"), ("Buddy", "dog", "male"), ("Rex", "dog", "male"),
             ("Coco", "dog", "female"), ("Kitty", "cat", "female"), ("Mittens", "cat", "female"),
             ("Whiskers", "cat", "male"), ("Tweety", "bird", "neuter"), ("Chirpy", "bird", "neuter"),
-            ("Hoppy", "bunny", "male"), ("Fluffy", "bunny", "female"), ("Quacky", "duck", "neuter"))
+            ("Hoppy", "bunny", "male"), ("Fluffy", "bunny", "female"), ("Quacky", "duck", "neuter"),
+            ("Polly", "parrot", "female"), ("Kiwi", "parrot", "male"), ("Rio", "parrot", "male"),
+            ("Sunny", "parrot", "female"))
 
 NAMES: tuple[Character, ...] = (
     tuple(Character(n, "girl", "female") for n in _GIRLS)
@@ -117,6 +128,45 @@ NAMES: tuple[Character, ...] = (
 PARENTS: tuple[Character, ...] = (Character("Mom", "mom", "female"), Character("Dad", "dad", "male"))
 _CHILDREN = tuple(c for c in NAMES if c.kind in ("girl", "boy"))
 _PETS = tuple(c for c in NAMES if c.kind in ("dog", "cat", "bunny"))
+_GENDERS = {c.name: c.gender for c in NAMES + PARENTS}
+
+# Invented names. With only the table's 44 children a model learns which names are likely
+# and never needs to look back: "Tim" after "Tim" is no easier than "Tim" anywhere. Half
+# the children are named from syllables instead (tens of thousands of names, two to four
+# BPE tokens each), so the only way to predict a name's second mention is to copy the
+# first: the pressure that grows induction heads (Olsson et al. 2022). Girls' names end in
+# a vowel, boys' in a consonant, so a name's gender is a function of its spelling
+# (`gender_of`), as for the table's names.
+_ONSETS = "b d f g h j k l m n p r s t v w z bl br dr fl gr kl pl pr sk st tr sh ch".split()
+_VOWELS = "a e i o u a o ee oo ai".split()
+_GIRL_ENDS = "a i ee ie ella ina".split()
+_BOY_ENDS = "n k r x m s l t".split()
+INVENTED_SHARE = 0.5  # of the children cast; the rest come from the table
+MEMORY_GAME_WEIGHT = 4.0  # the memory game is drawn this many times as often as another plot
+
+
+def invented_name(rng: random.Random, gender: str) -> str:
+    """A new name of two or three syllables ("Brakomin", "Zeelotina"), by `gender`'s rule."""
+    n = rng.choice((2, 2, 3))
+    syllables = [rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(n)]
+    if gender == "female":
+        syllables[-1] = rng.choice(_ONSETS) + rng.choice(_GIRL_ENDS)
+    else:
+        syllables[-1] += rng.choice(_BOY_ENDS)
+    return "".join(syllables).capitalize()
+
+
+def invented_word(rng: random.Random) -> str:
+    """A made-up magic word of two or three syllables ("zabooki")."""
+    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.choice((2, 3))))
+
+
+def gender_of(name: str) -> str:
+    """"female", "male" or "neuter" for a character name of any story (table or invented)."""
+    known = _GENDERS.get(name)
+    if known is not None:
+        return known
+    return "male" if name[-1] in "".join(_BOY_ENDS) else "female"
 
 _PRONOUNS = {
     "female": {"he": "she", "him": "her", "his": "her", "himself": "herself"},
@@ -208,6 +258,18 @@ _ONE_DAY = ("One day", "One sunny day", "One morning", "One bright morning", "On
             "One warm day")
 _GIVERS = ("grandma", "grandpa", "aunt", "dad", "mom", "uncle")
 _FAMILIES = ("mom and dad", "mom", "dad", "grandma", "family", "big sister", "little brother")
+_PARROT_LINES = ("I like {color} apples.", "The sun is hot today.", "Where is my {toy}?",
+                 "Time for lunch!", "Look at the big tree!", "Good morning, {B}!",
+                 "I love you, {B}.", "Let's play a game!", "It is time for bed.",
+                 "What a funny hat!", "Can I have a cookie?", "The cat is on the bed.",
+                 "Hello, hello!", "I am a good bird.", "Please close the door.",
+                 "We are going to {place}!", "My {toy} is the best.", "Who wants to play?",
+                 "Do not eat my socks!", "The rain is coming.", "I can fly so high!",
+                 "Happy birthday to you!", "Wash your hands, {A}.", "Be quiet, please.")
+_PACKING = ("a hat", "two apples", "a blanket", "a little shovel", "a bottle of water",
+            "a book", "a red bucket", "some crayons", "a sandwich", "a warm coat",
+            "a ball", "a kite", "three cookies", "a map", "a toy boat", "a jar of jam",
+            "a towel", "a blue cup", "a flashlight", "a pillow")
 
 
 # ---------------------------------------------------------------------------
@@ -232,6 +294,7 @@ class Plot:
     # Extra context, one chosen per story; "at_place" or "places" override the main place.
     variants: tuple[dict, ...] = ({},)
     others: tuple[str, ...] = ()  # candidates for a second place
+    weight: float = 1.0  # how often the plot is drawn, relative to the others
 
 
 def _b(*alts: str, where: str | None = None, p: float = 1.0) -> Beat:
@@ -338,6 +401,8 @@ _PLOTS: tuple[Plot, ...] = (
              _b("{A} asked {A.his} friend {B} to come too.",
                 "{A.His} best friend {B} came too.",
                 "{A} brought {A.his} friend {B}. {B} was a {adj2} little {B.kind}."),
+             _b("Before the trip, {A} packed a bag. {A.He} put in {items}.",
+                "{A} packed {items} in {A.his} bag."),
              _b("When {AB.they} got to {place}, {A} saw {sight}. [A|Wow!] said {A}.",
                 "{Place} was big and bright. {A} saw {sight} and {sight2}.",
                 "{At}, the sun was warm. {AB.They} saw {sight}.", where="main"),
@@ -348,6 +413,8 @@ _PLOTS: tuple[Plot, ...] = (
                 "{B} found {find} and gave it to {A}. [B|This is for you,] {B.he} said.",
                 "{B} gave {find} to {A}. {A} put it in {A.his} pocket to keep.", where="main"),
              _b("After a while, {AB.they} were hungry. {AB.They} sat down and ate {lunch}.", p=0.6),
+             _b("{A} opened {A.his} bag. Out came {items}.",
+                "{A} looked in {A.his} bag. There were {items}. [A|I packed well!] said {A}.", p=0.7),
              _b("When the sun began to set, it was time to go home. {A} was tired but happy.",
                 "Soon it was time to go home. {A} said, [A|Can we come back tomorrow?] [M|Yes, we can,] said {M}.",
                 "At the end of the day, {AB.they} waved goodbye to {place}."),
@@ -664,9 +731,81 @@ _PLOTS: tuple[Plot, ...] = (
          ending=(_b("{A} learned that good things take time.",
                     "From that day on, {A} and {B} took care of the garden together."),),
          variants=tuple({"plant": x} for x in ("sunflowers", "carrots", "tomatoes", "strawberries"))),
+
+    # A parrot says back what it hears, and a magic word works when said again: stories
+    # whose next words are predictable only by copying earlier ones, as names are.
+    Plot("parrot", ("park", "garden", "bedroom", "kitchen"), "animal",
+         opening=(_b("{A} had a pet parrot named {B}. {B} was green and {adj2}, and {B.he} could talk.",
+                     "{A.His} {giver} gave {A.him} a parrot named {B}. {B} liked to say what {A} said."),),
+         middle=(
+             _b("{one_day}, {A} was {at} with {B}.", "{one_day}, {A} took {B} to {place}.",
+                where="main"),
+             _b("{A} said, [A|{line1}] And {B} said, [B|{line1}]",
+                "{A} looked at {B} and said, [A|{line1}] {B} said, [B|{line1}]"),
+             _b("{A} laughed. Then {A.he} said, [A|{line2}] {B} said it too: [B|{line2}]",
+                "Then {A} said, [A|{line2}] Right away, {B} said, [B|{line2}]"),
+             _b("{A} wanted to teach {B} a new word. [A|Say {word}!] said {A}. [B|{Word}! {Word}!] said {B}.",
+                "{A} made up a funny word: {word}. [A|{Word},] said {A}. [B|{Word},] said {B}."),
+             _b("Then {M} came in and said, [M|{line3}] {B} said, [B|{line3}] {M} laughed and laughed.",
+                "{M} called, [M|{line3}] And {B} called too: [B|{line3}]", p=0.8),
+         ),
+         ending=(_b("From that day on, {A} taught {B} a new word every day. And {B} said it right back.",
+                    "{A} hugged {B}. [A|You are the best parrot,] said {A}. [B|You are the best parrot,] said {B}.",
+                    "{A} and {B} were the best of friends. And {B} never stopped talking."),),
+         variants=({"B_kind": "parrot"},)),
+
+    # Said, then said back: a list of random words copied verbatim, the in-story twin of
+    # the [start] + R + R test an induction head is found with.
+    Plot("memory_game", ("park", "beach", "garden", "bedroom", "kitchen"), "child",
+         opening=(_b("{A} and {A.his} friend {B} liked to play a memory game. One says some words, "
+                     "and the other says them back.",
+                     "{A.His} favorite game was the memory game. {A} played it with {A.his} friend {B} every day."),),
+         middle=(
+             _b("{one_day}, {A} and {B} were {at}. [A|Let's play the memory game!] said {A}.",
+                "{one_day}, {A} went to {place} with {B}. [B|Can we play the memory game?] asked {B}.",
+                where="main"),
+             _b("[A|Listen: {list1},] said {A}. {B} thought hard. [B|{List1}!] {B.he} said. [A|Yes!] said {A}.",
+                "{A} said, [A|{List1}.] {B} closed {B.his} eyes and said, [B|{List1}.]"),
+             _b("Then it was {B}'s turn. [B|{List2},] said {B}. [A|{List2}!] said {A}.",
+                "{B} said, [B|Now you: {list2}.] {A} said, [A|{List2}.] [B|Good job!] said {B}."),
+             _b("[A|Now a long one: {list3},] said {A}. [B|{List3}!] said {B}. {AB.They} laughed.",
+                "{A} said, [A|Try this one: {list3}.] {B} said, [B|{List3}.] [A|You did it!] said {A}.", p=0.8),
+             _b("{M} wanted to play too. [M|{List4},] said {M}. [A|{List4}!] said {A}.",
+                "Then {M} came and said, [M|{List4}.] {B} said, [B|{List4}.] [M|Very good!] said {M}.", p=0.6),
+         ),
+         ending=(_b("{AB.They} played the memory game until it was time for dinner.",
+                    "From that day on, {A} and {B} played the memory game every day.",
+                    "{A} and {B} were very good at the memory game. {AB.They} remembered everything."),),
+         weight=MEMORY_GAME_WEIGHT),
+
+    Plot("magic_word", ("bedroom", "garden", "forest", "park"), "child",
+         opening=(_b("{A} found an old book. In the book was a magic word: {word}.",
+                     "{A} had a magic wand. Only {A} knew the magic word. It was {word}."),),
+         middle=(
+             _b("{one_day}, {A} and {B} were playing {at}.",
+                "{one_day}, {A} went to {place} with {A.his} friend {B}.", where="main"),
+             _b("[A|Do you want to see some magic?] asked {A}. [B|Yes!] said {B}.",
+                "[A|I know a magic word,] said {A}. [B|Show me!] said {B}."),
+             _b("{A} waved {A.his} hands and said, [A|{Word}!] And {effect}.",
+                "[A|{Word}, {word}!] said {A}. Then {effect}."),
+             _b("[B|Wow! Can I try?] asked {B}. [A|Yes. Say {word},] said {A}.",
+                "{B} wanted to try too. {A} told {B.him} the word: {word}."),
+             _b("{B} said, [B|{Word}!] And {effect2}.", "[B|{Word}!] said {B}. Then {effect2}."),
+             _b("{AB.They} laughed. [A|{Word}!] [B|{Word}!] {AB.They} said it again and again.",
+                "{A} and {B} clapped. [A|Let's say it together!] {AB.They} said, [A|{Word}!]", p=0.7),
+         ),
+         ending=(_b("From that day on, {A} and {B} said {word} every day.",
+                    "{A} never forgot the magic word. It was {word}.",
+                    "{A} put the magic away. [A|Tomorrow we can say {word} again,] said {A}."),),
+         variants=tuple({"effect": a, "effect2": b} for a, b in (
+             ("a {color} butterfly flew out of the book", "flowers grew all around"),
+             ("the {toy} began to dance", "it began to snow"),
+             ("the leaves danced in the wind", "a rainbow came out"),
+             ("a little bird began to sing", "the {toy} turned {color}")))),
 )
 
 SKELETONS: tuple[str, ...] = tuple(p.name for p in _PLOTS)
+_PLOT_WEIGHTS = tuple(p.weight for p in _PLOTS)
 
 
 # ---------------------------------------------------------------------------
@@ -819,15 +958,53 @@ def _place_slots(place: Place, rng: random.Random) -> dict[str, str]:
     return slots
 
 
+@lru_cache(maxsize=1)
+def known_words() -> frozenset[str]:
+    """Every word the templates and tables can write, lower-cased: an invented name or
+    magic word must not be one of them, or labels and first mentions would be ambiguous."""
+    tables = (_PLOTS, PLACES, NAMES, PARENTS, _COLORS, _TOYS, _ADJS, _HOBBIES, _ONE_DAY,
+              _GIVERS, _FAMILIES, _PARROT_LINES, _PACKING, _INTRO, _TRAIT)
+    return frozenset(w.lower() for w in re.findall(r"[A-Za-z]+", repr(tables)))
+
+
+@lru_cache(maxsize=1)
+def _memory_words() -> tuple[str, ...]:
+    """The memory game's words: every place word, colour and one-word toy (sorted, so the
+    same on every machine)."""
+    words = set(_COLORS) | {t for t in _TOYS if " " not in t and "-" not in t}
+    for place in PLACES.values():
+        words |= place.words
+    return tuple(sorted(words))
+
+
+def _new_word(rng: random.Random, make, avoid: set[str]) -> str:
+    while True:
+        word = make(rng)
+        if word.lower() not in known_words() and word not in avoid:
+            return word
+
+
+def _child(rng: random.Random, avoid: set[str]) -> Character:
+    if rng.random() < INVENTED_SHARE:
+        gender = rng.choice(("female", "male"))
+        name = _new_word(rng, lambda r: invented_name(r, gender), avoid)
+        return Character(name, "girl" if gender == "female" else "boy", gender)
+    return rng.choice([c for c in _CHILDREN if c.name not in avoid])
+
+
 def _cast(plot: Plot, variant: dict, rng: random.Random) -> dict[str, Character]:
-    hero = rng.choice(_CHILDREN)
+    hero = _child(rng, set())
     if plot.partner == "animal":
-        pool = [c for c in NAMES if c.kind == variant.get("B_kind")]
+        partner = rng.choice([c for c in NAMES if c.kind == variant.get("B_kind")])
     elif plot.partner == "any" and rng.random() < 0.3:
-        pool = list(_PETS)
+        partner = rng.choice(_PETS)
     else:
-        pool = [c for c in _CHILDREN if c.name != hero.name]
-    return {"A": hero, "B": rng.choice(pool), "M": rng.choice(PARENTS)}
+        partner = _child(rng, {hero.name})
+    return {"A": hero, "B": partner, "M": rng.choice(PARENTS)}
+
+
+def _join_and(items: Sequence[str]) -> str:
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _paragraph_breaks(n_beats: int, rng: random.Random) -> set[int]:
@@ -839,7 +1016,7 @@ def _paragraph_breaks(n_beats: int, rng: random.Random) -> set[int]:
 
 def _compose(rng: random.Random) -> Story:
     """Draw a plot, cast and places, pick one alternative per beat, and render."""
-    plot = rng.choice(_PLOTS)
+    plot = rng.choices(_PLOTS, weights=_PLOT_WEIGHTS)[0]
     variant = rng.choice(plot.variants)
     cast = _cast(plot, variant, rng)
     main = variant.get("at_place") or rng.choice(variant.get("places", plot.places))
@@ -850,6 +1027,13 @@ def _compose(rng: random.Random) -> Story:
         "hobby": rng.choice(_HOBBIES), "one_day": rng.choice(_ONE_DAY), "giver": rng.choice(_GIVERS),
         "family": rng.choice(_FAMILIES), "age": rng.choice(("three", "four", "five", "six")),
     }
+    # what the parrot repeats, the magic word and the packed bag: copied later in the story
+    lines = rng.sample(_PARROT_LINES, 3)
+    ctx.update({"line1": lines[0], "line2": lines[1], "line3": lines[2],
+                "word": _new_word(rng, invented_word, {c.name.lower() for c in cast.values()}),
+                "items": _join_and(rng.sample(_PACKING, 3))})
+    for i in range(1, 5):  # the memory game's lists: 3 to 7 words from the whole world
+        ctx[f"list{i}"] = ", ".join(rng.sample(_memory_words(), rng.randint(4, 9)))
     ctx.update((k, v) for k, v in variant.items() if isinstance(v, str))
     main_slots = _place_slots(PLACES[main], rng)
     other_slots = _place_slots(PLACES[other], rng)

@@ -80,7 +80,7 @@ import torch
 from torch import Tensor
 
 from ..config import EvalConfig
-from ..corpus.storyworld import NAMES, PARENTS, PLACES, Story, generate_stories, token_labels
+from ..corpus.storyworld import PLACES, Story, gender_of, generate_stories, token_labels
 from ..lm.model import model_device
 from ..sae.model import SparseAutoencoder
 from .metrics import LinearBaseline, RandomDictionary, _eval_mode
@@ -88,7 +88,6 @@ from .metrics import LinearBaseline, RandomDictionary, _eval_mode
 MIN_POSITIVES = 10  # per half: each half needs this many positives and negatives
 SPLIT_SEED = 0  # the story split and the chance level's shuffles
 CHUNK = 4096  # tokens encoded at a time
-GENDER = {c.name: c.gender for c in NAMES + PARENTS}
 
 
 # --- AUROC and F1 ------------------------------------------------------------------------
@@ -252,7 +251,7 @@ def binary_targets(labels: dict[str, Sequence[str | None]]) -> dict[str, np.ndar
 
     out = {"in_quote": where("in_quote", lambda v: True)}
     for gender in ("female", "male"):
-        out[f"speaker={gender}"] = where("speaker", lambda v, g=gender: GENDER.get(v) == g)
+        out[f"speaker={gender}"] = where("speaker", lambda v, g=gender: gender_of(v) == g)
     out["pronoun"] = where("pronoun_referent", lambda v: True)
     for gender in ("female", "male", "neuter", "plural"):
         out[f"pronoun={gender}"] = where("pronoun_referent",
@@ -267,7 +266,7 @@ def binary_targets(labels: dict[str, Sequence[str | None]]) -> dict[str, np.ndar
 
 
 def _referent_gender(value: str) -> str | None:
-    return "plural" if "+" in value else GENDER.get(value)
+    return "plural" if "+" in value else gender_of(value)
 
 
 # --- activations of labelled stories ---------------------------------------------------------

@@ -8,6 +8,8 @@ One function, `train_lm`, does the whole job on the course's training skeleton
     out_dir/metrics.jsonl    one line per step: step, tokens, train_loss, lr, tokens_per_s,
                              and val_loss on evaluation steps
     out_dir/samples.jsonl    a few stories sampled at each evaluation
+    out_dir/snapshots/       the weights at steps 0, 16, 32, 64, ... and the last
+                             (`lm.snapshots`), for drawing heads and abilities across training
     out_dir/model.safetensors + config.json   the final model (see `model.load_model`)
     out_dir/summary.json     final losses, throughput, the val tokens' unigram entropy
 
@@ -52,6 +54,7 @@ from ..config import ConfigError, ModelConfig, TrainConfig
 from ..corpus.shards import Shards, WindowSampler
 from ..training import METRICS, SUMMARY, TrainingDiverged, TrainingLoop
 from .model import GPT, count_parameters, generate, save_model
+from .snapshots import save_snapshot, snapshot_steps
 
 SAMPLES = "samples.jsonl"
 N_SAMPLES = 3  # stories sampled at each evaluation
@@ -192,6 +195,9 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, shards: Shards, out_dir: Pa
         return _val_loss(compiled, val_sampler, cfg.eval_batches, amp, device, rank, world_size)
 
     tokens_per_step = cfg.batch_size * model_cfg.n_ctx
+    keep = set(snapshot_steps(cfg.max_steps))
+    if is_main and loop.start == 0:
+        save_snapshot(raw, out_dir, 0, 0)
     recent_losses: deque[float] = deque(maxlen=10)
     val_loss = None
     begun = time.perf_counter()
@@ -219,6 +225,8 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, shards: Shards, out_dir: Pa
                 _write_samples(raw, out_dir / SAMPLES, done, start_id, model_cfg.n_ctx,
                                cfg.seed + done, decode)
         loop.record([record])
+        if is_main and done in keep:
+            save_snapshot(raw, out_dir, done, done * tokens_per_step)
         loop.checkpoint_if_due(done, lambda: {"model": raw.state_dict(),
                                               "optimizer": optimizer.state_dict()})
         loop.bar.set_postfix(loss=f"{train_loss:.3f}",
@@ -245,6 +253,7 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, shards: Shards, out_dir: Pa
         "dtype": str(amp or torch.float32).removeprefix("torch."),
         "world_size": world_size,
         "config_hash": loop.config_hash,
+        "snapshot_steps": sorted(s for s in keep if s <= steps),
     }
     if loop.finished and is_main:
         save_model(raw, out_dir)

@@ -1,12 +1,14 @@
 """The language-model section: the architecture and training figures, the loss curves,
-the stories it generated during training, and one validation story through the model
-(probe.py).
+what it does in context (in_context.json: name repeats against first mentions, the
+repeated-random-tokens probe), the stories it generated during training, and one
+validation story through the model (probe.py).
 
 Rendered by templates/lm.html.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +29,18 @@ def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | 
     context = {"model": manifests["lm"]["config"].get("model", {}), "summary": summary,
                "loss_curves": _loss_figure(read_jsonl(root / "lm" / "metrics.jsonl"), summary),
                "samples": _samples(read_jsonl(root / "lm" / "samples.jsonl")),
-               "probe": None, "probe_error": None}
+               "probe": None, "probe_error": None,
+               "in_context": _read_json(root / "lm" / "in_context.json")}
     try:
         context["probe"] = probe.gather(root, interactive)
     except Exception as error:  # a report must not fail because one figure could not be drawn
         context["probe_error"] = repr(error)
     context["circuitsvis"] = bool(context["probe"] and context["probe"]["panels"])
     return context
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _loss_figure(metrics: list[dict], summary: dict) -> str | None:
