@@ -155,6 +155,10 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     assert [r["name"] for r in sweep] == ["topk_d64_k2", "topk_d64_k8"]
     assert not (run.stage_dir("eval") / "ground_truth.json").exists()  # not storyworld
     assert "Sparsity sweep" in page.read_text() and "In context" in page.read_text()
+    heads = json.loads((run.stage_dir("heads") / "heads.json").read_text())
+    assert [r["step"] for r in heads["formation"]] == [0, 16, 20]
+    assert all(len(v) == 2 and len(v[0]) == 2 for v in heads["scores"]["stories"].values())
+    assert "Attention heads" in page.read_text()
     features = json.loads((run.stage_dir("features") / "manifest.json").read_text())["summary"]
     assert features["n_tokens"] > 0 and 0 < features["alive"] <= 64
     assert '<section id="features">' in page.read_text()

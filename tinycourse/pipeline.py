@@ -263,22 +263,83 @@ IN_CONTEXT_STORIES = 200  # stories the name probe reads
 def measure_in_context(run: Run, folder: Path) -> dict:
     """The LM's in-context abilities (`interpret.in_context`), written to in_context.json:
     on storyworld, fresh stories past the corpus's last (never trained on) with exact labels;
-    on other text, the validation split with names found by rule."""
-    from .corpus.storyworld import generate_stories
-    from .interpret.in_context import in_context_summary, text_story
+    on other text, the validation split with names found by rule (`probe_stories`)."""
+    from .interpret.in_context import in_context_summary
     from .lm.model import load_model
+
+    model = load_model(folder)
+    result = in_context_summary(model, load_tokenizer(run.stage_dir("tokenizer")),
+                                probe_stories(run), Shards.open(run.stage_dir("shards")).tokens("train"))
+    result["source"] = _probe_source(run)
+    atomic_write_json(folder / "in_context.json", result)
+    return result
+
+
+def probe_stories(run: Run) -> list:
+    """The stories the in-context probes read: on storyworld, fresh ones past the corpus's
+    last (never trained on, exact labels); on other text, the validation split with names
+    found by rule (`interpret.in_context.text_story`)."""
+    from .corpus.storyworld import generate_stories
+    from .interpret.in_context import text_story
 
     data = run.cfg.data
     if data.source == "storyworld":
-        stories = list(generate_stories(IN_CONTEXT_STORIES, seed=data.seed, start=data.max_stories))
-    else:
-        stories = [text_story(t) for t in _sample_texts(run, "val", IN_CONTEXT_STORIES)]
-    model = load_model(folder)
-    result = in_context_summary(model, load_tokenizer(run.stage_dir("tokenizer")), stories,
-                                Shards.open(run.stage_dir("shards")).tokens("train"))
-    result["source"] = "storyworld (fresh stories)" if data.source == "storyworld" else "val split, names by rule"
-    atomic_write_json(folder / "in_context.json", result)
-    return result
+        return list(generate_stories(IN_CONTEXT_STORIES, seed=data.seed, start=data.max_stories))
+    return [text_story(t) for t in _sample_texts(run, "val", IN_CONTEXT_STORIES)]
+
+
+def _probe_source(run: Run) -> str:
+    return "storyworld (fresh stories)" if run.cfg.data.source == "storyworld" else "val split, names by rule"
+
+
+@stage("heads", needs=("tokenizer", "shards", "lm"), reads=())
+def build_heads(run: Run, folder: Path) -> dict:
+    """Every head's pattern scores on stories and on [start] + R + R, Q/K/V composition with
+    its random baseline, OV copying, and head formation across the lm stage's snapshots
+    (heads.json; see `interpret/heads.py` and `interpret/formation.py`)."""
+    from tqdm.auto import tqdm
+
+    from .interpret.formation import head_formation, nan_to_none, story_batch
+    from .interpret.heads import (SCORES, composition_baseline, composition_scores,
+                                  copying_scores, head_scores)
+    from .interpret.in_context import repeated_sequences, training_token_ids
+    from .lm.model import load_model
+    from .lm.snapshots import list_snapshots
+
+    lm_dir = run.stage_dir("lm")
+    model = load_model(lm_dir)
+    tokenizer = load_tokenizer(run.stage_dir("tokenizer"))
+    stories = probe_stories(run)
+    seen = training_token_ids(Shards.open(run.stage_dir("shards")).tokens("train"),
+                              exclude=[tokenizer.start_id])
+    length = min(40, (model.cfg.n_ctx - 1) // 2)
+    prompts = {"stories": story_batch(tokenizer, stories, model.cfg.n_ctx),
+               "repeated_tokens": repeated_sequences(seen, 32, length, seed=0,
+                                                     start_id=tokenizer.start_id)}
+    scores = {on: {name: nan_to_none(v.tolist()) for name, v in
+                   head_scores(model, tokens, start_id=tokenizer.start_id).items()}
+              for on, tokens in prompts.items()}
+    formation = head_formation(list_snapshots(lm_dir), tokenizer, stories[:64], seen,
+                               length=length,
+                               progress=lambda xs: tqdm(xs, desc="heads: snapshots", unit="snapshot"))
+    result = {
+        "scores": scores, "score_names": list(SCORES), "prompts": {
+            "stories": f"{len(stories)} stories ({_probe_source(run)}), first "
+                       f"{prompts['stories'].shape[1]} tokens",
+            "repeated_tokens": f"32 x [start] + R + R, R = {length} random training tokens"},
+        "composition": {k: nan_to_none(v.tolist()) for k, v in composition_scores(model).items()},
+        "composition_baseline": composition_baseline(model),
+        "copying": nan_to_none(copying_scores(model).tolist()),
+        "formation": formation,
+    }
+    atomic_write_json(folder / "heads.json", result)
+
+    def best(on: str, name: str) -> float:
+        return max(v for row in scores[on][name] for v in row if v is not None)
+
+    return {"best_previous_token": best("stories", "previous_token"),
+            "best_induction": best("repeated_tokens", "induction"),
+            "snapshots": len(formation)}
 
 
 @stage("activations", needs=("shards", "lm"), reads=("activations",), resumable=True)

@@ -3,7 +3,8 @@
 In: an LM (`lm`), its token shards (`corpus`) and an SAE or transcoder (`sae`). Out:
 measurements of what the LM and the dictionary's latents do. So far: `in_context` (the
 LM's loss on repeated names against first mentions, the [start] + R + R induction
-probe), `features` (one bounded-memory pass: each latent's top contexts, quantile
+probe), `formation` (head scores and abilities across the LM's snapshots), `features`
+(one bounded-memory pass: each latent's top contexts, quantile
 samples, activation histogram, density), `logits` (direct logit attribution of each
 latent's decoder row), `steering` (push or pin a latent at every position, generated
 tokens included) and `heads` (every head's attention scores, batched; Q/K/V composition
@@ -17,6 +18,7 @@ Exports `name_losses`, `induction_probe`, `in_context_summary`, `scan_features`,
 
 from .features import (ScanState, context_windows, hist_edges, latent_record, load_features,
                        naive_top_contexts, scan_features)
+from .formation import head_formation, snapshot_record, story_batch
 from .heads import (COMPOSITIONS, SCORES, composition_baseline, composition_scores,
                     copying_scores, head_scores, key_masks, ov_eigenvalues, pattern_scores,
                     repeated_random_tokens)
@@ -32,4 +34,5 @@ __all__ = ["ScanState", "context_windows", "hist_edges", "latent_record", "load_
            "COMPOSITIONS", "SCORES", "composition_baseline", "composition_scores",
            "copying_scores", "head_scores", "key_masks", "ov_eigenvalues", "pattern_scores",
            "repeated_random_tokens", "in_context_summary", "induction_probe", "name_losses",
-           "repeated_sequences", "text_story", "token_groups"]
+           "repeated_sequences", "text_story", "token_groups", "head_formation",
+           "snapshot_record", "story_batch"]
