@@ -168,6 +168,7 @@ def gender_of(name: str) -> str:
         return known
     return "male" if name[-1] in "".join(_BOY_ENDS) else "female"
 
+
 _PRONOUNS = {
     "female": {"he": "she", "him": "her", "his": "her", "himself": "herself"},
     "male": {"he": "he", "him": "him", "his": "his", "himself": "himself"},
