@@ -127,7 +127,8 @@ def induction_probe(model, candidate_ids: Sequence[int], *, start_id: int, n_seq
     Returns {"first_copy_loss", "second_copy_loss": nats, "induction": (n_layers, n_heads)
     list of lists, "best_head": [layer, head], "best_induction": float, "length", "n_seqs"}.
     Both losses skip their copy's first token: R[0] is predicted from the start token, and
-    the second R[0] from the end of the first copy, neither by copying."""
+    the second R[0] from the end of the first copy, neither by copying. A `length` whose
+    sequence would not fit the context is cut to (n_ctx - 1) // 2; "length" says which."""
     if 2 * length + 1 > model.cfg.n_ctx:
         length = (model.cfg.n_ctx - 1) // 2
     tokens = repeated_sequences(candidate_ids, n_seqs, length, seed=seed, start_id=start_id)
