@@ -193,7 +193,10 @@ for name in ("tiny", "small", "replication"):
 # %% [markdown]
 # The embeddings (token and position in, unembedding out) are a quarter or more of the
 # parameters at every preset (the cell below checks it); `tiny` ties its unembedding to
-# the embedding (section 5 says why), so it counts that matrix once. Small models spend
+# the embedding, so it counts that matrix once. Why it ties them: the unembedding then
+# reads the directions the embedding writes, so a head that moves a token forward already
+# raises that token's logit, and copying from the context is cheap to learn (section 6;
+# the preset's comment in `tinycourse/config.py`). Small models spend
 # much of their budget on the vocabulary. That is one reason its size matters (notebook 01), and
 # why papers often quote non-embedding counts.
 #
