@@ -46,6 +46,15 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
+def token_counts(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """(vocab_size,) int64: how often each id occurs in `tokens` (a split's memmap), counted
+    in chunks so memory stays flat on a split of any size."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for begin in range(0, len(tokens), 1 << 24):
+        counts += np.bincount(tokens[begin : begin + (1 << 24)], minlength=vocab_size)
+    return counts
+
+
 def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
     batch: list[str] = []
     for item in items:

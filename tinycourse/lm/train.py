@@ -51,7 +51,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..artifacts import atomic_write_json
 from ..config import ConfigError, ModelConfig, TrainConfig
-from ..corpus.shards import Shards, WindowSampler
+from ..corpus.shards import Shards, WindowSampler, token_counts
 from ..training import METRICS, SUMMARY, TrainingDiverged, TrainingLoop
 from .model import GPT, count_parameters, generate, save_model
 from .snapshots import save_snapshot, snapshot_steps
@@ -112,9 +112,7 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
     """Entropy (nats) of the token frequencies: the loss of a model that ignores context.
     A trained LM should land well below it (the tiny preset aims for half)."""
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    for begin in range(0, len(tokens), 1 << 24):  # chunks keep memory flat on big splits
-        counts += np.bincount(tokens[begin : begin + (1 << 24)], minlength=vocab_size)
+    counts = token_counts(tokens, vocab_size)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
 

@@ -8,14 +8,13 @@ Rendered by templates/lm.html.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from . import probe
 from .figures import new_figure, png
-from .files import read_jsonl
+from .files import read_json, read_jsonl
 
 ANCHOR, NAV, STAGE = "lm", "LM", "lm"
 
@@ -30,17 +29,13 @@ def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | 
                "loss_curves": _loss_figure(read_jsonl(root / "lm" / "metrics.jsonl"), summary),
                "samples": _samples(read_jsonl(root / "lm" / "samples.jsonl")),
                "probe": None, "probe_error": None,
-               "in_context": _read_json(root / "lm" / "in_context.json")}
+               "in_context": read_json(root / "lm" / "in_context.json")}
     try:
         context["probe"] = probe.gather(root, interactive)
     except Exception as error:  # a report must not fail because one figure could not be drawn
         context["probe_error"] = repr(error)
     context["circuitsvis"] = bool(context["probe"] and context["probe"]["panels"])
     return context
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _loss_figure(metrics: list[dict], summary: dict) -> str | None:
