@@ -159,6 +159,11 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     assert [r["step"] for r in heads["formation"]] == [0, 16, 20]
     assert all(len(v) == 2 and len(v[0]) == 2 for v in heads["scores"]["stories"].values())
     assert "Attention heads" in page.read_text()
+    capabilities = json.loads((run.stage_dir("capabilities") / "capabilities.json").read_text())
+    assert [r["step"] for r in capabilities["emergence"]] == [0, 16, 20]
+    assert capabilities["final"]["storyworld"]["indirect_object"]["n"] >= 30
+    assert len(capabilities["items"]["storyworld"]) == capabilities["suites"]["storyworld"]
+    assert "Capabilities" in page.read_text()
     features = json.loads((run.stage_dir("features") / "manifest.json").read_text())["summary"]
     assert features["n_tokens"] > 0 and 0 < features["alive"] <= 64
     assert '<section id="features">' in page.read_text()

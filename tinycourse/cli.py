@@ -4,6 +4,7 @@
                    [--stages S1,S2] [--set stage.field=value ...] [--force]
     tinycourse status [--runs-dir DIR] [--name NAME]
     tinycourse storyworld [--n N] [--seed S]
+    tinycourse tasks [--out DIR] [--check]
     tinycourse export-sae RUN_OR_PATH --format saelens OUT
     tinycourse report [--runs-dir DIR] [--name NAME] [--out FILE] [--static]
 """
@@ -41,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     world = commands.add_parser("storyworld", help="print stories from the embedded generator")
     world.add_argument("--n", type=int, default=3)
     world.add_argument("--seed", type=int, default=0)
+
+    tasks = commands.add_parser("tasks", help="regenerate the storyworld capability suites in data/tasks/storyworld")
+    tasks.add_argument("--out", type=Path, help="folder to write (default: the course's data/tasks/storyworld)")
+    tasks.add_argument("--check", action="store_true",
+                       help="write nothing; fail if the files differ from what the generator writes")
 
     export = commands.add_parser("export-sae", help="write a trained SAE/transcoder in another library's format")
     export.add_argument("source", metavar="RUN_OR_PATH",
@@ -103,6 +109,22 @@ def _storyworld(args: argparse.Namespace) -> None:
         print("<|endoftext|>")
 
 
+def _tasks(args: argparse.Namespace) -> int:
+    from .corpus.tasks import DATA_DIR, stale_storyworld_suites, write_storyworld_suites
+
+    folder = args.out or DATA_DIR / "storyworld"
+    if args.check:
+        stale = stale_storyworld_suites(folder)
+        for path in stale:
+            print(f"out of date: {path}")
+        if stale:
+            print("regenerate them with `tinycourse tasks`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_storyworld_suites(folder):
+        print(f"wrote {path}")
+    return 0
+
+
 def _export_sae(args: argparse.Namespace) -> None:
     from .sae.export import export_sae
 
@@ -129,8 +151,8 @@ def _report(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"run": _run, "status": _status, "storyworld": _storyworld,
-         "export-sae": _export_sae, "report": _report}[args.command](args)
+        code = {"run": _run, "status": _status, "storyworld": _storyworld, "tasks": _tasks,
+                "export-sae": _export_sae, "report": _report}[args.command](args)
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"tinycourse: error: {err}", file=sys.stderr)
         return 2
@@ -138,6 +160,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: finished stages are kept; rerun the same command to resume",
               file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 

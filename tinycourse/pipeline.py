@@ -342,6 +342,42 @@ def build_heads(run: Run, folder: Path) -> dict:
             "snapshots": len(formation)}
 
 
+@stage("capabilities", needs=("tokenizer", "lm"), reads=())
+def build_capabilities(run: Run, folder: Path) -> dict:
+    """The shipped task suites (data/tasks/) scored on the final model, item by item and
+    per capability, and per capability across the lm stage's snapshots (capabilities.json;
+    see `interpret/capabilities.py`)."""
+    from tqdm.auto import tqdm
+
+    from .interpret.capabilities import (emergence, fits, score_tasks, scores_records,
+                                         shipped_suites, summarize)
+    from .lm.model import load_model
+    from .lm.snapshots import list_snapshots
+
+    lm_dir = run.stage_dir("lm")
+    model = load_model(lm_dir)
+    tokenizer = load_tokenizer(run.stage_dir("tokenizer"))
+    shipped = shipped_suites()
+    if not shipped:
+        raise FileNotFoundError("no task suites in data/tasks/: regenerate them with `tinycourse tasks`")
+    # a model with a short context cannot read every item: score what fits, count the rest
+    suites = {kind: [i for i in items if fits(i, tokenizer, model.cfg.n_ctx)] for kind, items in shipped.items()}
+    scores = {kind: score_tasks(model, tokenizer, items) for kind, items in suites.items()}
+    result = {
+        "suites": {kind: len(items) for kind, items in suites.items()},
+        "skipped": {kind: len(shipped[kind]) - len(suites[kind]) for kind in shipped},
+        "final": {kind: summarize(s) for kind, s in scores.items()},
+        "items": {kind: scores_records(s) for kind, s in scores.items()},
+        "emergence": emergence(list_snapshots(lm_dir), tokenizer, suites,
+                               progress=lambda xs: tqdm(xs, desc="capabilities: snapshots", unit="snapshot")),
+    }
+    atomic_write_json(folder / "capabilities.json", result)
+    everything = [s for group in scores.values() for s in group]
+    return {"items": len(everything), "suites": len(suites),
+            "top1": sum(s.top1 for s in everything) / len(everything),
+            "snapshots": len(result["emergence"])}
+
+
 @stage("activations", needs=("shards", "lm"), reads=("activations",), resumable=True)
 def build_activations(run: Run, folder: Path) -> dict:
     from .lm.model import load_model

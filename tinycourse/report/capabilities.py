@@ -1,0 +1,54 @@
+"""The capabilities section: each task suite scored per capability on the final model, and
+each capability's mean log-probability across the lm stage's snapshots (the capabilities
+stage's capabilities.json; `interpret/capabilities.py`).
+
+Rendered by templates/capabilities.html.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .figures import new_figure, png
+from .files import read_json
+
+ANCHOR, NAV, STAGE = "capabilities", "Capabilities", "capabilities"
+HEADER = ["capability", "items", "mean p(answer)", "95% interval", "median p", "top-1",
+          "median rank", "logit diff (mean)", "logit diff > 0"]
+
+
+def _interval(ci) -> str | None:
+    return None if ci is None else f"{ci[0]:.3f} to {ci[1]:.3f}"
+
+
+def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | None:
+    """The section's context, or None until the capabilities stage has finished."""
+    if "capabilities" not in manifests:
+        return None
+    result = read_json(root / "capabilities" / "capabilities.json")
+    if not result:
+        return None
+    tables = {}
+    for kind, table in result["final"].items():
+        tables[kind] = [[c, r["n"], r["mean_prob"], _interval(r["mean_prob_ci"]), r["median_prob"],
+                         r["top1"], r["median_rank"], r["mean_logit_diff"], r["logit_diff_positive"]]
+                        for c, r in table.items()]
+    return {"summary": manifests["capabilities"]["summary"], "header": HEADER, "tables": tables,
+            "emergence": _emergence_figure(result["emergence"], list(result["final"]))}
+
+
+def _emergence_figure(rows: list[dict], kinds: list[str]) -> str | None:
+    """Mean log-probability of the answer per capability against training tokens, a panel
+    per suite."""
+    rows = [r for r in rows if r["tokens"] > 0]  # step 0 cannot sit on a log axis
+    if len(rows) < 2 or not kinds:
+        return None
+    fig, axes = new_figure(len(kinds), 5.5 * len(kinds), 3.4)
+    tokens = [r["tokens"] for r in rows]
+    for ax, kind in zip(axes, kinds):
+        for capability in rows[-1][kind]:
+            ax.plot(tokens, [r[kind][capability]["mean_logprob"] for r in rows], "o-", ms=3,
+                    label=capability)
+        ax.set(xscale="log", xlabel="training tokens", ylabel="mean log p(answer)", title=f"{kind} suite")
+    axes[-1].legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    return png(fig)
