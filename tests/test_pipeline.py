@@ -164,6 +164,9 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     assert capabilities["final"]["storyworld"]["indirect_object"]["n"] >= 30
     assert len(capabilities["items"]["storyworld"]) == capabilities["suites"]["storyworld"]
     assert "Capabilities" in page.read_text()
+    mining = capabilities["mining"]
+    assert sum(mining["final"]["shares"].values()) == pytest.approx(1.0 if mining["final"]["confident_share"] else 0.0)
+    assert mining["middle"]["step"] == 16 and mining["tokens"] > 0
     features = json.loads((run.stage_dir("features") / "manifest.json").read_text())["summary"]
     assert features["n_tokens"] > 0 and 0 < features["alive"] <= 64
     assert '<section id="features">' in page.read_text()

@@ -107,7 +107,11 @@ class ShardsConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A decoder-only GPT. `d_vocab=0` means "as many as the tokenizer needs"."""
+    """A decoder-only GPT. `d_vocab=0` means "as many as the tokenizer needs".
+
+    The fields after `init_std` are what GPT-Neo (the public TinyStories models) does
+    differently from GPT-2; their defaults are GPT-2's, which our own models use.
+    """
 
     n_layers: int = 2
     d_model: int = 128
@@ -117,19 +121,38 @@ class ModelConfig:
     n_ctx: int = 128
     d_vocab: int = 0
     norm: str = "layernorm"  # layernorm | rmsnorm | none (TinyModel trains without norms)
-    act: str = "gelu"  # gelu | relu
+    act: str = "gelu"  # gelu (exact) | gelu_tanh (its tanh approximation, "gelu_new") | relu
     tied_embeddings: bool = False
     init_std: float = 0.02
+    norm_eps: float = 1e-5  # added to the variance (or mean square) inside each norm
+    qkv_bias: bool = True  # biases on the query, key and value projections (GPT-Neo: none)
+    attn_scale: bool = True  # divide attention scores by sqrt(d_head) (GPT-Neo does not)
+    # per layer "global" (all earlier positions) or "local" (the last `window` positions,
+    # itself included); () means every layer is global
+    attention_layers: tuple[str, ...] = ()
+    window: int = 256  # keys a local layer's query sees; unused without local layers
 
     def __post_init__(self) -> None:
         _check_choice("model.norm", self.norm, ("layernorm", "rmsnorm", "none"))
-        _check_choice("model.act", self.act, ("gelu", "relu"))
+        _check_choice("model.act", self.act, ("gelu", "gelu_tanh", "relu"))
         if not 1 <= self.n_layers <= 48:
             raise ConfigError(f"model.n_layers must be in 1..48, got {self.n_layers}")
-        for name in ("d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "init_std"):
+        for name in ("d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "init_std", "norm_eps",
+                     "window"):
             _check_positive(f"model.{name}", getattr(self, name))
         if self.d_vocab < 0:
             raise ConfigError(f"model.d_vocab must be >= 0, got {self.d_vocab}")
+        if self.attention_layers and len(self.attention_layers) != self.n_layers:
+            raise ConfigError(
+                f"model.attention_layers names {len(self.attention_layers)} layers but "
+                f"model.n_layers is {self.n_layers}: give one of global, local per layer, "
+                f"or () for all global")
+        for kind in self.attention_layers:
+            _check_choice("model.attention_layers entry", kind, ("global", "local"))
+
+    def is_local(self, layer: int) -> bool:
+        """Whether `layer`'s attention is local (sees only the last `window` positions)."""
+        return bool(self.attention_layers) and self.attention_layers[layer] == "local"
 
 
 @dataclass(frozen=True)

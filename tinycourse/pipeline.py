@@ -371,11 +371,49 @@ def build_capabilities(run: Run, folder: Path) -> dict:
         "emergence": emergence(list_snapshots(lm_dir), tokenizer, suites,
                                progress=lambda xs: tqdm(xs, desc="capabilities: snapshots", unit="snapshot")),
     }
+    result["mining"] = mine_capabilities(run, model, tokenizer)
     atomic_write_json(folder / "capabilities.json", result)
     everything = [s for group in scores.values() for s in group]
     return {"items": len(everything), "suites": len(suites),
             "top1": sum(s.top1 for s in everything) / len(everything),
-            "snapshots": len(result["emergence"])}
+            "snapshots": len(result["emergence"]),
+            "unexplained": result["mining"]["final"]["shares"]["unexplained"]}
+
+
+MINING_WINDOWS = 200  # validation windows of n_ctx tokens the mining reads
+
+
+def mine_capabilities(run: Run, model, tokenizer) -> dict:
+    """The confident, correct predictions of the final model on validation windows, by the
+    rule that explains them (`interpret/mining.py`), with examples of each; and the same
+    for the middle snapshot, with what the second half of training added."""
+    import numpy as np
+    import torch
+
+    from .interpret.mining import LABELS, UNEXPLAINED, TrigramModel, compare, examples, mine, token_pieces
+    from .lm.snapshots import list_snapshots
+
+    shards = Shards.open(run.stage_dir("shards"))
+    val = np.asarray(shards.tokens("val"))
+    n_ctx = model.cfg.n_ctx
+    n = min(MINING_WINDOWS, (len(val) - 1) // n_ctx)
+    windows = torch.from_numpy(val[: n * n_ctx].reshape(n, n_ctx).astype(np.int64))
+    pieces = token_pieces(tokenizer, model.cfg.d_vocab)
+    trigrams = TrigramModel.count(shards.tokens("train"), model.cfg.d_vocab)
+
+    def record(mining) -> dict:
+        return {"confident_share": float(mining.confident.mean()), "shares": mining.shares(),
+                "examples": {label: examples(mining, pieces, label, n=8) for label in (*LABELS, UNEXPLAINED)}}
+
+    final = mine(model, windows, pieces, trigrams)
+    out = {"tokens": int(windows[:, 1:].numel()), "threshold": 0.5, "final": record(final)}
+    snapshots = sorted(list_snapshots(run.stage_dir("lm")), key=lambda s: s.step)
+    if len(snapshots) > 2:
+        middle = snapshots[len(snapshots) // 2]
+        earlier = mine(middle.load(), windows, pieces, trigrams)
+        out["middle"] = {"step": middle.step, "tokens": middle.tokens, **record(earlier),
+                         "gained_by_final": compare(final, earlier)}
+    return out
 
 
 @stage("activations", needs=("shards", "lm"), reads=("activations",), resumable=True)

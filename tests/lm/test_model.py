@@ -274,3 +274,116 @@ def test_model_device_never_moves_the_model_nor_accepts_another_device():
         with pytest.raises(ValueError, match=r"model\.to\('cpu'\)"):
             model_device(model, "cpu")
         assert {p.device for p in model.parameters()} == {here}
+
+
+# --- GPT-Neo's options (the TinyStories models) -------------------------------------------
+
+NEO = dataclasses.replace(CFG, act="gelu_tanh", qkv_bias=False, attn_scale=False,
+                          attention_layers=("global", "local"), window=5, norm_eps=1e-6)
+
+
+def test_local_mask_sees_the_last_window_positions():
+    from tinycourse.lm.model import local_causal_mask
+
+    n, window = 9, 3
+    expected = [[i - window < j <= i for j in range(n)] for i in range(n)]
+    assert local_causal_mask(n, window).tolist() == expected
+    assert local_causal_mask(n, window).sum(-1).tolist() == [1, 2, 3, 3, 3, 3, 3, 3, 3]
+    assert torch.equal(local_causal_mask(n, n), torch.ones(n, n, dtype=torch.bool).tril())
+    model = make(NEO)  # only the local layer gets the window
+    assert torch.equal(model.blocks[0].attn.causal, torch.ones(T, T, dtype=torch.bool).tril())
+    assert torch.equal(model.blocks[1].attn.causal, local_causal_mask(T, 5))
+
+
+def test_gpt_neo_options_build_what_they_say():
+    model = make(NEO)
+    assert model.blocks[0].attn.qkv.bias is None and model.blocks[0].attn.out.bias is not None
+    assert model.blocks[0].attn.scale == 1.0 and make().blocks[0].attn.scale == 1 / math.sqrt(8)
+    assert model.blocks[0].ln1.eps == 1e-6
+    x = torch.linspace(-4, 4, 101)
+    tanh_gelu = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    torch.testing.assert_close(model.blocks[0].mlp.act(x), tanh_gelu)
+    assert (make().blocks[0].mlp.act(x) - tanh_gelu).abs().max() > 1e-5  # exact GELU differs
+
+
+def test_local_attention_pattern_keeps_to_its_window():
+    _, cache = make(NEO).run_with_cache(rand_tokens(), names=["blocks.1.attn.hook_pattern",
+                                                              "blocks.1.attn.hook_attn_scores"])
+    pattern = cache["blocks.1.attn.hook_pattern"]
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    hidden = (j > i) | (j <= i - 5)
+    assert (pattern[..., hidden] == 0).all() and (pattern[..., ~hidden] > 0).all()
+    assert torch.isneginf(cache["blocks.1.attn.hook_attn_scores"][..., hidden]).all()
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(B, CFG.n_heads, T))
+
+
+@pytest.mark.parametrize("options", [{}, {"attn_scale": False},
+                                     {"attention_layers": ("local", "local")}])
+def test_fused_and_explicit_attention_agree_with_gpt_neo_options(options):
+    model, tokens = make(dataclasses.replace(NEO, **options)), rand_tokens()
+    with torch.no_grad():  # large weights, so a wrong scale or window would show
+        for p in model.parameters():
+            p.mul_(10)
+    fused = model(tokens)
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(CFG.n_layers)]
+    with model.hooks([(name, lambda act, hook: None) for name in names]):
+        explicit = model(tokens)
+    torch.testing.assert_close(explicit, fused, atol=1e-4, rtol=1e-5)
+
+
+def test_the_attention_scale_and_the_window_change_the_output():
+    tokens = rand_tokens()
+    neo = make(NEO)(tokens)
+    for change in ({"attn_scale": True}, {"attention_layers": ()}, {"window": 6}):
+        other = make(dataclasses.replace(NEO, **change))(tokens)  # the same seed: same weights
+        assert (other - neo).abs().max() > 1e-4, change
+
+
+def test_kv_cache_matches_full_forward_with_a_local_window():
+    model, tokens = make(NEO), rand_tokens()
+    full = model(tokens)
+    cache = KVCache(NEO, B)
+    pieces = [model(tokens[:, :3], kv_cache=cache), model(tokens[:, 3:4], kv_cache=cache),
+              model(tokens[:, 4:11], kv_cache=cache)]
+    pieces += [model(tokens[:, t:t + 1], kv_cache=cache) for t in range(11, T)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_greedy_generation_equals_naive_recomputation_with_a_local_window():
+    model = make(NEO)  # window 5, far shorter than the 16 + 20 positions generated over
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11]]
+    got = generate(model, prompts, 20, temperature=0)
+    assert got == [naive_greedy(model, p, 20) for p in prompts]
+
+
+def test_gpt_neo_options_save_and_load(tmp_path):
+    model = make(NEO)
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path)
+    assert loaded.cfg == NEO  # attention_layers back as a tuple, not JSON's list
+    tokens = rand_tokens()
+    assert torch.equal(loaded(tokens), model.eval()(tokens))
+
+
+def test_a_model_saved_before_the_gpt_neo_options_loads_as_it_was(tmp_path):
+    model = make()
+    save_model(model, tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    for name in ("norm_eps", "qkv_bias", "attn_scale", "attention_layers", "window"):
+        del meta[name]
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    loaded = load_model(tmp_path)
+    assert loaded.cfg == CFG
+    tokens = rand_tokens()
+    assert torch.equal(loaded(tokens), model.eval()(tokens))
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"attention_layers": ("global",)}, "names 1 layers but model.n_layers is 2"),
+    ({"attention_layers": ("global", "sliding")}, "'sliding' is not one of global, local"),
+    ({"window": 0}, "model.window must be > 0"),
+    ({"act": "gelu_new"}, "gelu, gelu_tanh, relu"),
+])
+def test_gpt_neo_options_are_validated(options, match):
+    with pytest.raises(ConfigError, match=match):
+        dataclasses.replace(CFG, **options)

@@ -1,5 +1,6 @@
 """Our GPT to TransformerLens's HookedTransformer and back: same logits, same activations."""
 
+import dataclasses
 import itertools
 import sys
 import warnings
@@ -21,6 +22,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_head": 8, "d_mlp": 64, "n_ctx": 16,
          "d_vocab": 64}
 KINDS = list(itertools.product(("layernorm", "rmsnorm", "none"), ("gelu", "relu"), (False, True)))
+# GPT-Neo's options (the TinyStories models): a window shorter than the 16 positions tested
+NEO = {"act": "gelu_tanh", "qkv_bias": False, "attn_scale": False,
+       "attention_layers": ("global", "local"), "window": 5, "norm_eps": 1e-6}
 ATOL = 1e-4  # fp32
 
 
@@ -91,6 +95,41 @@ def test_round_trip_gives_back_the_same_model(norm, act, tied):
     x = tokens(cfg)
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
+
+
+@pytest.mark.parametrize("options", [NEO, {**NEO, "attention_layers": ("local", "local")},
+                                     {"attn_scale": False}, {"act": "gelu_tanh"}])
+def test_gpt_neo_options_carry_over(options):
+    cfg = ModelConfig(**SMALL, tied_embeddings=True, **options)
+    model = randomised(GPT(cfg))
+    hooked = to_transformer_lens(model)
+    x = tokens(cfg)
+    names = shared_hook_names(cfg.n_layers)
+    with torch.no_grad():
+        torch.testing.assert_close(hooked(x), model(x), atol=ATOL, rtol=0)
+    _, ours = model.run_with_cache(x, names=names)
+    _, theirs = hooked.run_with_cache(x, names_filter=names)
+    assert_same_activations(ours, theirs, names)
+    if cfg.is_local(1):  # the window shows in the pattern: nothing 5 or more positions back
+        assert ours["blocks.1.attn.hook_pattern"][..., 10, :6].abs().max() == 0
+
+    back = from_transformer_lens(hooked)
+    # no q/k/v biases went over as zero biases and come back as such
+    assert back.cfg == dataclasses.replace(cfg, qkv_bias=True)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), model(x), atol=ATOL, rtol=0)
+
+
+def test_from_a_gpt_neo_shaped_hooked_transformer():
+    """The config TransformerLens's own GPT-Neo loader writes (loading_from_pretrained.py)."""
+    hooked = hooked_from_config(act_fn="gelu_new", use_attn_scale=False, use_local_attn=True,
+                                attn_types=["global", "local"], window_size=4, eps=1e-6)
+    model = from_transformer_lens(hooked)
+    assert (model.cfg.act, model.cfg.attn_scale, model.cfg.attention_layers, model.cfg.window,
+            model.cfg.norm_eps) == ("gelu_tanh", False, ("global", "local"), 4, 1e-6)
+    x = tokens(model.cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), hooked(x), atol=ATOL, rtol=0)
 
 
 def test_shared_names_are_ours_but_the_norm_outputs():
@@ -164,8 +203,8 @@ def test_any_unembedding_bias_after_an_lnpre_norm():
     ({"parallel_attn_mlp": True}, "parallel attention and MLP"),
     ({"gated_mlp": True}, "a gated MLP"),
     ({"attn_only": True}, "attn_only"),
-    ({"act_fn": "gelu_new"}, "act_fn='gelu_new'"),
-    ({"eps": 1e-6}, "eps=1e-06"),
+    ({"act_fn": "silu"}, "act_fn='silu'"),
+    ({"attn_scale": 3.0}, "an attention scale other than sqrt(d_head) or 1 (3.0)"),
 ])
 def test_refuses_what_our_gpt_cannot_compute(overrides, what):
     with pytest.raises(ValueError, match="from_transformer_lens") as error:

@@ -129,11 +129,28 @@ def _job(item: TaskItem, tokenizer, start: int, n_ctx: int) -> _Job:
     return _Job(item, answer, answer_from, wrong, wrong_from, drop > 0)
 
 
+def answer_logprob(logits: torch.Tensor, answer: Sequence[int]) -> float:
+    """log P(answer) from `logits` (len(answer), d_vocab), row i predicting answer[i]
+    (teacher-forced): the sum of each token's log-softmax."""
+    logprobs = F.log_softmax(logits.float(), dim=-1)
+    return float(logprobs[torch.arange(len(answer)), torch.as_tensor(answer)].sum())
+
+
+def token_rank(logits: torch.Tensor, token: int) -> int:
+    """How many tokens have a strictly higher logit than `token` (0 = the top choice; a
+    tie does not push it down). logits (d_vocab,)."""
+    return int((logits > logits[token]).sum())
+
+
+def logit_difference(logits: torch.Tensor, answer: int, wrong: int) -> float:
+    """logit[answer] - logit[wrong] at one position, logits (d_vocab,): the same as the
+    difference of their log-probabilities, since the softmax's normaliser cancels."""
+    return float(logits[answer] - logits[wrong])
+
+
 def _sequence_logprob(logits: torch.Tensor, seq: list[int], start: int) -> float:
     """log P(seq[start:] | seq[:start]) from `logits` (len(seq) - 1, d_vocab)."""
-    targets = torch.tensor(seq[start:])
-    rows = torch.arange(start - 1, len(seq) - 1)
-    return float(F.log_softmax(logits[rows], dim=-1)[torch.arange(len(targets)), targets].sum())
+    return answer_logprob(logits[start - 1:], seq[start:])
 
 
 def fits(item: TaskItem, tokenizer, n_ctx: int) -> bool:
@@ -168,8 +185,7 @@ def score_tasks(model, tokenizer, suite: Sequence[TaskItem], *, start_id: int | 
         seq, at, answer_logits = job.answer, job.answer_from, logits[k]
         k += 1
         logprob = _sequence_logprob(answer_logits, seq, at)
-        first = answer_logits[at - 1]
-        rank = int((first > first[seq[at]]).sum())
+        rank = token_rank(answer_logits[at - 1], seq[at])
         top1 = bool((answer_logits[at - 1:].argmax(-1) == torch.tensor(seq[at:])).all())
         logit_diff = logprob_diff = None
         if job.wrong is not None:
@@ -179,8 +195,7 @@ def score_tasks(model, tokenizer, suite: Sequence[TaskItem], *, start_id: int | 
             # the first token where the two texts differ; before it both read the same
             split = next((j for j, (a, w) in enumerate(zip(seq, job.wrong)) if a != w), None)
             if split is not None:
-                row = answer_logits[split - 1]
-                logit_diff = float(row[seq[split]] - row[job.wrong[split]])
+                logit_diff = logit_difference(answer_logits[split - 1], seq[split], job.wrong[split])
         scores.append(ItemScore(job.item.capability, job.item.prompt, job.item.answer, logprob,
                                 math.exp(logprob), rank, top1, logit_diff, logprob_diff,
                                 len(seq) - at, job.truncated))
@@ -256,5 +271,6 @@ def scores_records(scores: Sequence[ItemScore]) -> list[dict]:
     return [asdict(s) for s in scores]
 
 
-__all__ = ["ItemScore", "load_suite", "answer_ids", "score_tasks", "bootstrap_interval",
+__all__ = ["ItemScore", "load_suite", "answer_ids", "answer_logprob", "token_rank",
+           "logit_difference", "score_tasks", "bootstrap_interval",
            "AnswerTooLong", "fits", "summarize", "shipped_suites", "emergence", "scores_records"]

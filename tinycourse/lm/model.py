@@ -3,7 +3,10 @@
 The architecture is GPT-2's, small: token and learned position embeddings, `n_layers`
 pre-norm blocks (attention then MLP, each added to the residual stream), a final norm
 and an unembedding. The norm is LayerNorm, RMSNorm or none at all (TinyModel trains
-without norms, which makes its residual stream easier to read).
+without norms, which makes its residual stream easier to read). A few options make it
+GPT-Neo, so the public TinyStories models load into it (`lm.pretrained`): no q/k/v
+biases, unscaled attention scores, local layers that see only the last `window`
+positions, and GELU's tanh approximation.
 
 Every activation an interpretability notebook may want passes through a `HookPoint`,
 named as in TransformerLens (`blocks.0.attn.hook_pattern`), so
@@ -13,9 +16,10 @@ named as in TransformerLens (`blocks.0.attn.hook_pattern`), so
 works here as it does there. Attention uses PyTorch's fused `scaled_dot_product_attention`
 and only computes the attention scores and pattern explicitly when a hook asks for them.
 
-Also here: `causal_mask`, `generate` (sampling with a key/value cache), `count_parameters`,
-`model_device` (where a model is, checked against the device a caller asked for) and
-`save_model` / `load_model` (safetensors + config.json; loading needs no training code).
+Also here: `causal_mask` and `local_causal_mask`, `generate` (sampling with a key/value
+cache), `count_parameters`, `model_device` (where a model is, checked against the device a
+caller asked for) and `save_model` / `load_model` (safetensors + config.json; loading needs
+no training code).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from ..config import ConfigError, ModelConfig
 from .hooks import HookedModule, HookPoint
 
 FORMAT_VERSION = 1  # of model.safetensors + config.json; bump when the layout changes
-NORM_EPS = 1e-5
+NORM_EPS = ModelConfig.norm_eps  # the default; a model's own is model.cfg.norm_eps
 
 
 class Norm(nn.Module):
@@ -50,7 +54,7 @@ class Norm(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.kind = cfg.norm
+        self.kind, self.eps = cfg.norm, cfg.norm_eps
         if self.kind != "none":
             self.weight = nn.Parameter(torch.ones(cfg.d_model))
         if self.kind == "layernorm":
@@ -60,9 +64,9 @@ class Norm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (batch, pos, d_model) -> (batch, pos, d_model)."""
         if self.kind == "layernorm":
-            x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, NORM_EPS)
+            x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
         elif self.kind == "rmsnorm":
-            x = F.rms_norm(x, x.shape[-1:], self.weight, NORM_EPS)
+            x = F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
         return self.hook_normalized(x)
 
 
@@ -98,22 +102,40 @@ def causal_mask(n: int, device: str | torch.device | None = None) -> torch.Tenso
     return torch.ones(n, n, dtype=torch.bool, device=device).tril()
 
 
+def local_causal_mask(n: int, window: int,
+                      device: str | torch.device | None = None) -> torch.Tensor:
+    """(n, n) bool, True where query i may attend to key j in a local layer: the last
+    `window` positions, itself included, i - window < j <= i (GPT-Neo's local attention:
+    transformers' GPTNeoSelfAttention builds it as tril(ones) ^ tril(ones, -window_size))."""
+    i = torch.arange(n, device=device)[:, None]
+    j = torch.arange(n, device=device)[None, :]
+    return (j <= i) & (j > i - window)
+
+
 class Attention(nn.Module):
-    """Causal multi-head self-attention; the heads' Q, K, V come from one fused matmul."""
+    """Causal multi-head self-attention; the heads' Q, K, V come from one fused matmul.
+
+    A local layer (`cfg.attention_layers[layer] == "local"`) sees only the last
+    `cfg.window` positions. Scores are divided by sqrt(d_head) unless `cfg.attn_scale`
+    is False (GPT-Neo never scales them)."""
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.layer, self.n_heads, self.d_head = layer, cfg.n_heads, cfg.d_head
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.n_heads * cfg.d_head)
+        self.scale = 1 / math.sqrt(cfg.d_head) if cfg.attn_scale else 1.0
+        self.local = cfg.is_local(layer)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.n_heads * cfg.d_head, bias=cfg.qkv_bias)
         self.out = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model)
         self.hook_q = HookPoint()  # (batch, pos, n_heads, d_head)
         self.hook_k = HookPoint()  # (batch, pos, n_heads, d_head)
         self.hook_v = HookPoint()  # (batch, pos, n_heads, d_head)
-        self.hook_attn_scores = HookPoint()  # (batch, n_heads, query_pos, key_pos), -inf above the diagonal
+        self.hook_attn_scores = HookPoint()  # (batch, n_heads, query_pos, key_pos), -inf where masked
         self.hook_pattern = HookPoint()  # (batch, n_heads, query_pos, key_pos), rows sum to 1
         self.hook_z = HookPoint()  # (batch, pos, n_heads, d_head), the heads' outputs
-        # sliced with an offset when keys are cached
-        self.register_buffer("causal", causal_mask(cfg.n_ctx), persistent=False)
+        # True where query i may see key j, by absolute position: sliced with an offset
+        # when keys are cached, so a local window stays right during generation too
+        mask = local_causal_mask(cfg.n_ctx, cfg.window) if self.local else causal_mask(cfg.n_ctx)
+        self.register_buffer("causal", mask, persistent=False)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         """x (batch, pos, d_model) -> (batch, pos, d_model)."""
@@ -128,15 +150,16 @@ class Attention(nn.Module):
         mask = self.causal[start : start + pos, : start + pos]  # (query_pos, key_pos)
         if self.hook_attn_scores.has_hooks or self.hook_pattern.has_hooks:
             # the fused kernel never materialises scores or pattern: compute them by hand
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)
+            scores = (q @ k.transpose(-2, -1)) * self.scale
             scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
             pattern = self.hook_pattern(scores.softmax(dim=-1))
             z = pattern.to(v.dtype) @ v
-        elif start == 0:
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif start == 0 and not self.local:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         else:
-            # `is_causal` aligns its mask top-left, wrong once earlier keys are cached
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            # `is_causal` aligns its mask top-left, wrong once earlier keys are cached, and
+            # knows no window: pass the mask itself
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         z = self.hook_z(z.transpose(1, 2))  # (batch, pos, n_heads, d_head)
         return self.out(z.reshape(batch, pos, self.n_heads * self.d_head))
 
@@ -173,7 +196,11 @@ class MLP(nn.Module):
         super().__init__()
         self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp)
         self.hook_pre = HookPoint()  # (batch, pos, d_mlp), before the nonlinearity
-        self.act = nn.GELU() if cfg.act == "gelu" else nn.ReLU()
+        if cfg.act == "relu":
+            self.act = nn.ReLU()
+        else:  # gelu_tanh is GPT-2's and GPT-Neo's "gelu_new",
+            # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), a close cheap approximation
+            self.act = nn.GELU(approximate="tanh" if cfg.act == "gelu_tanh" else "none")
         self.hook_post = HookPoint()  # (batch, pos, d_mlp), the neurons
         self.fc_out = nn.Linear(cfg.d_mlp, cfg.d_model)
 
@@ -555,6 +582,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> G
     version = meta.pop("format", None)
     if version != FORMAT_VERSION:
         raise ValueError(f"{config} has format {version!r}; this code reads format {FORMAT_VERSION}")
+    # JSON has no tuples: attention_layers comes back as a list
+    meta = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.items()}
     try:
         cfg = ModelConfig(**meta)
     except TypeError as error:
@@ -571,7 +600,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> G
 
 
 __all__ = [
-    "GPT", "KVCache", "ParameterCount", "causal_mask", "count_parameters", "flops_per_token",
-    "generate", "generate_text", "save_model", "load_model", "unwrap", "model_device",
-    "FORMAT_VERSION",
+    "GPT", "KVCache", "ParameterCount", "causal_mask", "local_causal_mask", "count_parameters",
+    "flops_per_token", "generate", "generate_text", "save_model", "load_model", "unwrap",
+    "model_device", "FORMAT_VERSION",
 ]

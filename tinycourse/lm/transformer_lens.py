@@ -11,9 +11,15 @@ and `config/hooked_transformer_config.py` (fields, `attn_scale = sqrt(d_head)`),
 `components/abstract_attention.py` and `attention.py` (W_Q/W_K/W_V (n_heads, d_model,
 d_head), b_Q/b_K/b_V (n_heads, d_head), W_O (n_heads, d_head, d_model), b_O; masked
 scores are -inf, as ours), `components/mlps/mlp.py` (W_in (d_model, d_mlp), b_in, W_out,
-b_out; act_fn "gelu" is F.gelu, exact, like our nn.GELU(); "gelu_new" would be tanh),
+b_out; act_fn "gelu" is F.gelu, exact, like our nn.GELU(); "gelu_new" is the tanh
+approximation, our "gelu_tanh", written out by hand: equal to float rounding),
 `components/layer_norm.py`, `rms_norm.py` (w, b), `embed.py`, `pos_embed.py` (W_E, W_pos)
-and `unembed.py` (W_U (d_model, d_vocab), b_U). The HookedTransformer is built from its
+and `unembed.py` (W_U (d_model, d_vocab), b_U). GPT-Neo's options map to config fields
+that TransformerLens's own GPT-Neo loader sets (`loading_from_pretrained.py`):
+`use_attn_scale=False`, `use_local_attn` with `attn_types` (one "global"/"local" per
+layer) and `window_size` (its `abstract_attention.py` keeps key j for query i when
+i - window_size < j <= i, as ours), `act_fn="gelu_new"`, `eps`. Our missing q/k/v biases
+become zero b_Q/b_K/b_V, and come back as zero biases. The HookedTransformer is built from its
 config with `init_weights=False` and given our weights as they are: no fold_ln, no
 centring. `default_prepend_bos=False`: our token rows already begin with the start id.
 The way back also reads weights that `process_weights_` folded and centred (LNPre, RMSPre,
@@ -32,12 +38,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..config import ModelConfig
-from .model import GPT, NORM_EPS
+from .model import GPT
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 NORMS = {"layernorm": "LN", "rmsnorm": "RMS", "none": None}  # ours -> normalization_type
+ACTS = {"gelu": "gelu", "relu": "relu", "gelu_tanh": "gelu_new"}  # ours -> act_fn
+# "gelu_pytorch_tanh" is the same tanh approximation under another name
+ACTS_BACK = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh",
+             "gelu_pytorch_tanh": "gelu_tanh"}
 # LNPre / RMSPre are LN / RMS whose weights were folded into the next layer (fold_ln):
 # the same computation as ours with gain 1 and bias 0, so we read them too
 NORMS_BACK = {"LN": "layernorm", "LNPre": "layernorm", "RMS": "rmsnorm", "RMSPre": "rmsnorm",
@@ -77,10 +87,14 @@ def to_transformer_lens(model: GPT, cls: type | None = None) -> HookedTransforme
     tl = _require_transformer_lens()
     cfg = model.cfg
     param = next(model.parameters())
+    local = "local" in cfg.attention_layers
     tl_cfg = tl.HookedTransformerConfig(
         n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_head,
         d_mlp=cfg.d_mlp, n_ctx=cfg.n_ctx, d_vocab=cfg.d_vocab, d_vocab_out=cfg.d_vocab,
-        act_fn=cfg.act, normalization_type=NORMS[cfg.norm], eps=NORM_EPS,
+        act_fn=ACTS[cfg.act], normalization_type=NORMS[cfg.norm], eps=cfg.norm_eps,
+        use_attn_scale=cfg.attn_scale,  # True: TransformerLens's attn_scale is sqrt(d_head)
+        use_local_attn=local, attn_types=list(cfg.attention_layers) if local else None,
+        window_size=cfg.window if local else None,
         positional_embedding_type="standard", default_prepend_bos=False,
         tie_word_embeddings=cfg.tied_embeddings,  # a record for from_transformer_lens
         initializer_range=cfg.init_std,  # TransformerLens's name for the init std (gpt2 mode)
@@ -126,12 +140,18 @@ def from_transformer_lens(hooked: HookedTransformer) -> GPT:
                          f"it in TransformerLens, or build it with a config ours can (see "
                          f"tinycourse.lm.transformer_lens)")
     tied = bool(c.tie_word_embeddings) and torch.equal(state["unembed.W_U"], state["embed.W_E"].T)
+    local = bool(c.use_local_attn) and "local" in c.attn_types
     cfg = ModelConfig(
         n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads, d_head=c.d_head,
         d_mlp=c.d_mlp, n_ctx=c.n_ctx, d_vocab=c.d_vocab, norm=NORMS_BACK[c.normalization_type],
-        act=c.act_fn, tied_embeddings=tied,
+        act=ACTS_BACK[c.act_fn], tied_embeddings=tied,
         # initializer_range is an init std only in gpt2 mode (else a gain)
         init_std=c.initializer_range if c.init_mode == "gpt2" else ModelConfig.init_std,
+        # LNPre / RMSPre keep eps too; with no norm at all it is unused
+        norm_eps=c.eps if c.normalization_type is not None else ModelConfig.norm_eps,
+        attn_scale=bool(c.use_attn_scale),
+        attention_layers=tuple(c.attn_types) if local else (),
+        window=c.window_size if local else ModelConfig.window,
     )
     with torch.random.fork_rng(devices=[]):  # the throwaway init must not move the global RNG
         model = GPT(cfg)
@@ -146,18 +166,19 @@ def _unsupported(c) -> list[str]:
         (c.positional_embedding_type != "standard", f"{c.positional_embedding_type} positions"),
         (c.normalization_type not in NORMS_BACK, f"normalization_type={c.normalization_type!r}"),
         (c.normalization_type in ("LN", "LNPre") and c.final_rms, "final_rms (LN, then RMS last)"),
-        (c.normalization_type is not None and not math.isclose(c.eps, NORM_EPS),
-         f"eps={c.eps} (ours is {NORM_EPS})"),
         (c.attn_only, "attn_only (no MLPs)"),
-        (not c.attn_only and c.act_fn not in ("gelu", "relu"), f"act_fn={c.act_fn!r}"),
+        (not c.attn_only and c.act_fn not in ACTS_BACK, f"act_fn={c.act_fn!r}"),
         (c.gated_mlp, "a gated MLP"),
         (c.num_experts is not None, "mixture-of-experts MLPs"),
         (c.parallel_attn_mlp, "parallel attention and MLP"),
         (c.n_key_value_heads is not None, "grouped-query attention"),
-        (c.use_local_attn, "local attention"),
+        (c.use_local_attn and not (c.attn_types is not None and len(c.attn_types) == c.n_layers
+                                   and set(c.attn_types) <= {"global", "local"}),
+         f"attn_types={c.attn_types!r} (ours: global or local, one per layer)"),
         (c.attention_dir != "causal", f"{c.attention_dir} attention"),
-        (not c.use_attn_scale or not math.isclose(c.attn_scale, math.sqrt(c.d_head)),
-         f"an attention scale other than sqrt(d_head) ({c.attn_scale if c.use_attn_scale else 1})"),
+        # ours divides by sqrt(d_head) or by nothing (GPT-Neo)
+        (c.use_attn_scale and not math.isclose(c.attn_scale, math.sqrt(c.d_head)),
+         f"an attention scale other than sqrt(d_head) or 1 ({c.attn_scale})"),
         (c.scale_attn_by_inverse_layer_idx, "scale_attn_by_inverse_layer_idx"),
         (c.use_qk_norm, "QK norms"),
         (c.clip_qkv is not None, "clip_qkv"),
@@ -183,7 +204,8 @@ def _to_tl_state(ours: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, t
         p = f"blocks.{i}."
         # qkv.weight (3 * H * Dh, d_model): rows run (q/k/v, head, d_head), as forward splits them
         w = ours[p + "attn.qkv.weight"].view(3, H, Dh, cfg.d_model).transpose(-1, -2)
-        b = ours[p + "attn.qkv.bias"].view(3, H, Dh)
+        # no q/k/v biases (GPT-Neo) are zero biases to TransformerLens
+        b = ours.get(p + "attn.qkv.bias", w.new_zeros(3 * H * Dh)).view(3, H, Dh)
         for j, name in enumerate("QKV"):
             out[p + f"attn.W_{name}"], out[p + f"attn.b_{name}"] = w[j], b[j]
         # out.weight (d_model, H * Dh) -> W_O (H, Dh, d_model)

@@ -34,7 +34,30 @@ def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | 
                          r["top1"], r["median_rank"], r["mean_logit_diff"], r["logit_diff_positive"]]
                         for c, r in table.items()]
     return {"summary": manifests["capabilities"]["summary"], "header": HEADER, "tables": tables,
-            "emergence": _emergence_figure(result["emergence"], list(result["final"]))}
+            "emergence": _emergence_figure(result["emergence"], list(result["final"])),
+            **_mining(result.get("mining"))}
+
+
+def _mining(mining: dict | None) -> dict:
+    """The mining table (share of confident tokens per rule, final model and the middle
+    snapshot, and what the second half of training added) and the unexplained examples."""
+    if not mining:
+        return {}
+    final, middle = mining["final"], mining.get("middle")
+    header = ["rule", "final model"]
+    if middle:
+        header += [f"step {middle['step']}", "gained after it"]
+    rows = []
+    for label, share in final["shares"].items():
+        cells = [label, share]
+        if middle:
+            cells += [middle["shares"][label], middle["gained_by_final"][label]]
+        rows.append(cells)
+    rows.append(["confident tokens (share of all)", final["confident_share"]]
+                + ([middle["confident_share"], middle["gained_by_final"]["tokens"]] if middle else []))
+    unexplained = [[e["context"], e["token"], e["prob"]] for e in final["examples"]["unexplained"]]
+    return {"mining_header": header, "mining_rows": rows, "mining_tokens": mining["tokens"],
+            "unexplained": unexplained}
 
 
 def _emergence_figure(rows: list[dict], kinds: list[str]) -> str | None:
