@@ -159,6 +159,9 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     assert [r["step"] for r in heads["formation"]] == [0, 16, 20]
     assert all(len(v) == 2 and len(v[0]) == 2 for v in heads["scores"]["stories"].values())
     assert "Attention heads" in page.read_text()
+    assert [e["head"] for e in heads["catalogue"]] == ["L0H0", "L0H1", "L1H0", "L1H1"]
+    assert set(heads["ablation"]["mean"]["delta"]) == {"all", "name_repeat", "pronoun", "closing_quote", "second_copy"}
+    assert len(heads["head_detector"]["induction_head"]) == 2 and "Ablations" in page.read_text()
     capabilities = json.loads((run.stage_dir("capabilities") / "capabilities.json").read_text())
     assert [r["step"] for r in capabilities["emergence"]] == [0, 16, 20]
     assert capabilities["final"]["storyworld"]["indirect_object"]["n"] >= 30

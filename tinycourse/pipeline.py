@@ -294,14 +294,18 @@ def _probe_source(run: Run) -> str:
 
 @stage("heads", needs=("tokenizer", "shards", "lm"), reads=())
 def build_heads(run: Run, folder: Path) -> dict:
-    """Every head's pattern scores on stories and on [start] + R + R, Q/K/V composition with
-    its random baseline, OV copying, and head formation across the lm stage's snapshots
-    (heads.json; see `interpret/heads.py` and `interpret/formation.py`)."""
+    """Every head's pattern scores on stories and on [start] + R + R (ours and
+    TransformerLens's head_detector's), Q/K/V composition with its random baseline, OV
+    copying, zero and mean ablation of each head on labelled token groups, a one-line
+    description of each head, and head formation across the lm stage's snapshots
+    (heads.json; see `interpret/heads.py`, `ablation.py`, `catalogue.py`, `formation.py`)."""
     from tqdm.auto import tqdm
 
+    from .interpret.ablation import ablation_table, induction_groups, story_groups
+    from .interpret.catalogue import catalogue
     from .interpret.formation import head_formation, nan_to_none, story_batch
     from .interpret.heads import (SCORES, composition_baseline, composition_scores,
-                                  copying_scores, head_scores)
+                                  copying_scores, head_detector_scores, head_scores, pivot_ids)
     from .interpret.in_context import repeated_sequences, training_token_ids
     from .lm.model import load_model
     from .lm.snapshots import list_snapshots
@@ -313,12 +317,22 @@ def build_heads(run: Run, folder: Path) -> dict:
     seen = training_token_ids(Shards.open(run.stage_dir("shards")).tokens("train"),
                               exclude=[tokenizer.start_id])
     length = min(40, (model.cfg.n_ctx - 1) // 2)
+    marks = pivot_ids(tokenizer, model.cfg.d_vocab)
     prompts = {"stories": story_batch(tokenizer, stories, model.cfg.n_ctx),
                "repeated_tokens": repeated_sequences(seen, 32, length, seed=0,
                                                      start_id=tokenizer.start_id)}
     scores = {on: {name: nan_to_none(v.tolist()) for name, v in
-                   head_scores(model, tokens, start_id=tokenizer.start_id).items()}
+                   head_scores(model, tokens, start_id=tokenizer.start_id, pivot_ids=marks).items()}
               for on, tokens in prompts.items()}
+    # every head ablated alone, on the stories' labelled tokens and on the second copy of R
+    batches = [story_groups(tokenizer, stories[:64], model.cfg.n_ctx), induction_groups(prompts["repeated_tokens"])]
+    ablation = {mode: ablation_table(model, batches, mode) for mode in ("zero", "mean")}
+    for table in ablation.values():  # a group with no tokens (no quotes in the text) is NaN: null in JSON
+        table["clean"] = {g: nan_to_none(v) for g, v in table["clean"].items()}
+        table["delta"] = {g: nan_to_none(v) for g, v in table["delta"].items()}
+    copying = nan_to_none(copying_scores(model).tolist())
+    # each head's description reads the story scores, and induction on R + R, where only copying explains it
+    described = {**scores["stories"], "induction": scores["repeated_tokens"]["induction"]}
     formation = head_formation(list_snapshots(lm_dir), tokenizer, stories[:64], seen,
                                length=length,
                                progress=lambda xs: tqdm(xs, desc="heads: snapshots", unit="snapshot"))
@@ -327,9 +341,12 @@ def build_heads(run: Run, folder: Path) -> dict:
             "stories": f"{len(stories)} stories ({_probe_source(run)}), first "
                        f"{prompts['stories'].shape[1]} tokens",
             "repeated_tokens": f"32 x [start] + R + R, R = {length} random training tokens"},
+        "head_detector": {name: v.tolist() for name, v in head_detector_scores(model, prompts["stories"]).items()},
         "composition": {k: nan_to_none(v.tolist()) for k, v in composition_scores(model).items()},
         "composition_baseline": composition_baseline(model),
-        "copying": nan_to_none(copying_scores(model).tolist()),
+        "copying": copying,
+        "ablation": ablation,
+        "catalogue": catalogue(described, copying, ablation["mean"]["delta"]),
         "formation": formation,
     }
     atomic_write_json(folder / "heads.json", result)
@@ -339,6 +356,7 @@ def build_heads(run: Run, folder: Path) -> dict:
 
     return {"best_previous_token": best("stories", "previous_token"),
             "best_induction": best("repeated_tokens", "induction"),
+            "labelled_heads": sum(bool(e["labels"]) for e in result["catalogue"]),
             "snapshots": len(formation)}
 
 

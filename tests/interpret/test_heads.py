@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tinycourse.config import ModelConfig
-from tinycourse.interpret.heads import (SCORES, composition_baseline, composition_scores,
-                                        copying_scores, head_scores, key_masks,
-                                        pattern_scores, repeated_random_tokens)
+from tinycourse.interpret.heads import (DETECTOR_HEADS, SCORES, composition_baseline, composition_scores,
+                                        copying_scores, head_detector_scores, head_scores, key_masks,
+                                        pattern_scores, pivot_ids, repeated_random_tokens)
 from tinycourse.lm.model import GPT
 
 V, CTX, START = 16, 20, 0  # planted model: vocab, positions, start token
@@ -104,7 +104,7 @@ def test_pattern_scores_batch_and_heads():
     head1 = pattern_scores(p[:, 1:], t)
     for name in SCORES:
         assert both[name].shape == (2,)
-        torch.testing.assert_close(both[name][1:], head1[name])
+        torch.testing.assert_close(both[name][1:], head1[name], equal_nan=True)  # pivot: NaN, no marks named
     masks, m = key_masks(t)["duplicate_token"], p[:, 0]
     has = masks.any(-1)
     assert both["duplicate_token"][0] == pytest.approx(((m * masks).sum(-1)[has]).mean().item())
@@ -120,7 +120,7 @@ def test_planted_heads_are_catalogued():
     assert s["entropy"][0, 0] < 0.01 and s["entropy"][0, 1] > 1.5
     others = s["previous_token"].flatten()[1:].tolist() + s["induction"].flatten()[[0, 1, 3]].tolist()
     assert max(others) < 0.5
-    assert torch.isfinite(torch.stack(list(s.values()))).all()
+    assert torch.isfinite(torch.stack([v for k, v in s.items() if k != "pivot"])).all()
 
 
 def test_random_model_gets_no_confident_label():
@@ -169,3 +169,49 @@ def test_copying_score_of_identity_and_its_negative(sign, expected):
     assert s.shape == (1, 2)
     assert s[0, 0] == pytest.approx(expected, abs=1e-5)
     assert 0.0 <= s[0, 1] <= 1.0  # a random head: somewhere between
+
+
+def test_pivot_keys_are_the_latest_mark_by_hand():
+    t = torch.tensor([[5, 1, 7, 2, 2, 7]])  # marks: ids 1 and 2 (say "," and ".")
+    m = key_masks(t, pivot_ids=[1, 2])["pivot"][0].int().tolist()
+    assert m == [[0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0],
+                 [0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 1, 0]]
+    p = torch.eye(6)[None, None]  # every query on itself: a pivot score only where q is a mark
+    assert pattern_scores(p, t, pivot_ids=[1, 2])["pivot"].item() == pytest.approx(3 / 5)
+    assert pattern_scores(p, t)["pivot"].isnan().all()  # no marks named
+
+
+class _Pieces:
+    def decode(self, ids):
+        return {3: ",", 4: '."', 5: "a"}.get(ids[0], "b")
+
+
+def test_pivot_ids_are_the_tokens_holding_marks():
+    assert pivot_ids(_Pieces(), 8) == [3, 4]
+
+
+def test_too_long_prompts_name_the_context():
+    with pytest.raises(ValueError, match="n_ctx=20"):
+        head_scores(planted_model(), torch.zeros(1, 21, dtype=torch.long))
+
+
+def test_our_detector_scores_are_transformer_lens_head_detector_scores():
+    tl = pytest.importorskip("transformer_lens")
+    from transformer_lens.head_detector import detect_head
+
+    from tinycourse.lm.transformer_lens import to_transformer_lens
+
+    torch.manual_seed(4)
+    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=24, d_vocab=12,
+                      init_std=0.3)
+    model = GPT(cfg).eval()
+    tokens = torch.randint(0, 12, (5, 17))  # few ids: many duplicates and induction targets
+    ours = head_detector_scores(model, tokens)
+    hooked = to_transformer_lens(model)
+    by_text = {f"prompt {i}": tokens[i:i + 1] for i in range(len(tokens))}
+    # ours carries no HF tokenizer: hand TransformerLens the tokens of each prompt
+    hooked.to_tokens = lambda seq, **kwargs: by_text[seq] if isinstance(seq, str) else tokens
+    for name in DETECTOR_HEADS:
+        theirs = detect_head(hooked, list(by_text), name)  # one prompt at a time, then the mean
+        torch.testing.assert_close(ours[name], theirs.float(), atol=1e-5, rtol=1e-4)
+    assert isinstance(tl.HookedTransformer, type)

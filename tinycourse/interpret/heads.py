@@ -9,6 +9,9 @@ such a key (and over the batch). With p = pattern[b, h, q, k] and t = tokens[b]:
     start_token      keys {0} (or {k < q: t[k] == start_id}), queries q >= 1 (that have one)
     duplicate_token  keys {k < q: t[k] == t[q]},           queries that have one
     induction        keys {1 <= k <= q: t[k-1] == t[q]},   queries that have one
+    pivot            keys {the latest k <= q with t[k] a comma, full stop or quote mark},
+                     queries that have one (the "structural pivot" heads the
+                     TinyStories-1L-21M study described); needs `pivot_ids`
     distance         sum_k p (q - k), mean over all queries (tokens back)
     entropy          -sum_k p log p (nats), mean over all queries
 
@@ -20,6 +23,8 @@ so a head is marked down for queries that have no duplicate at all; we average o
 queries that have a target, so a perfect head scores 1 on any prompt. Current- and
 start-token skip q = 0, where all attention is on key 0 whatever the head does. Score
 induction on `repeated_random_tokens`: [start] + r + r, where only the copy explains it.
+`head_detector_scores` gives TransformerLens's own numbers (its "mul" measure, every query
+in the denominator), batched, for comparing with tools built on it.
 
 Composition (Elhage et al. 2021, "A Mathematical Framework for Transformer Circuits"). The
 paper writes column vectors: W_OV = W_O W_V, W_QK = W_Q^T W_K, and
@@ -45,7 +50,8 @@ from __future__ import annotations
 import torch
 
 SCORES = ("previous_token", "current_token", "start_token", "duplicate_token", "induction",
-          "distance", "entropy")
+          "pivot", "distance", "entropy")
+PIVOT_MARKS = (",", ".", '"')
 COMPOSITIONS = ("q", "k", "v")
 
 
@@ -64,9 +70,23 @@ def repeated_random_tokens(n_seqs: int, half_len: int, vocab: int, *, seed: int,
     return torch.cat(parts, dim=1)
 
 
-def key_masks(tokens: torch.Tensor, start_id: int | None = None) -> dict[str, torch.Tensor]:
+def pivot_ids(tokenizer, vocab_size: int) -> list[int]:
+    """The ids whose text holds a comma, full stop or quote mark (`,` `.` `"` `."` ...)."""
+    return [i for i in range(vocab_size) if any(m in tokenizer.decode([i]) for m in PIVOT_MARKS)]
+
+
+def _latest(is_mark: torch.Tensor) -> torch.Tensor:
+    """is_mark (batch, pos) bool -> (batch, q, k) bool: k is the latest mark at or before q."""
+    pos = is_mark.shape[1]
+    index = torch.arange(pos, device=is_mark.device).expand_as(is_mark)
+    last = torch.where(is_mark, index, -1).cummax(dim=1).values  # (batch, q): -1 if none yet
+    return index[:, None, :] == last[:, :, None]
+
+
+def key_masks(tokens: torch.Tensor, start_id: int | None = None,
+              pivot_ids: list[int] | None = None) -> dict[str, torch.Tensor]:
     """tokens (batch, pos) -> {score: bool (batch, q, k)}, True at the keys each
-    mass score counts (see the module docstring)."""
+    mass score counts (see the module docstring); "pivot" only with `pivot_ids`."""
     batch, pos = tokens.shape
     q = torch.arange(pos, device=tokens.device).view(-1, 1)
     k = torch.arange(pos, device=tokens.device).view(1, -1)
@@ -79,22 +99,27 @@ def key_masks(tokens: torch.Tensor, start_id: int | None = None) -> dict[str, to
         start = (k == 0) & (q >= 1)
     else:
         start = (tokens[:, None, :] == start_id) & before
-    return {
+    masks = {
         "previous_token": (k == q - 1).expand(batch, pos, pos),
         "current_token": ((k == q) & (q >= 1)).expand(batch, pos, pos),
         "start_token": start.expand(batch, pos, pos),
         "duplicate_token": same & before,
         "induction": after_copy,
     }
+    if pivot_ids is not None:
+        marks = torch.isin(tokens, torch.as_tensor(pivot_ids, dtype=tokens.dtype, device=tokens.device))
+        masks["pivot"] = _latest(marks)
+    return masks
 
 
-def pattern_scores(pattern: torch.Tensor, tokens: torch.Tensor,
-                   start_id: int | None = None) -> dict[str, torch.Tensor]:
+def pattern_scores(pattern: torch.Tensor, tokens: torch.Tensor, start_id: int | None = None,
+                   pivot_ids: list[int] | None = None) -> dict[str, torch.Tensor]:
     """One layer: pattern (batch, n_heads, q, k), rows summing to 1, and tokens (batch, pos)
-    -> {score: (n_heads,)}. A mass score with no query that has a target is NaN."""
+    -> {score: (n_heads,)}. A mass score with no query that has a target is NaN, and so is
+    "pivot" without `pivot_ids`."""
     pattern = pattern.float()
-    out = {}
-    for name, mask in key_masks(tokens.to(pattern.device), start_id).items():
+    out = {"pivot": torch.full(pattern.shape[1:2], torch.nan, device=pattern.device)}
+    for name, mask in key_masks(tokens.to(pattern.device), start_id, pivot_ids).items():
         mass = (pattern * mask[:, None]).sum(-1)  # (batch, n_heads, q)
         has = mask.any(-1)[:, None].float()  # (batch, 1, q): queries with a target
         n = has.sum((0, 2))
@@ -107,16 +132,44 @@ def pattern_scores(pattern: torch.Tensor, tokens: torch.Tensor,
 
 
 @torch.no_grad()
-def head_scores(model, tokens: torch.Tensor, *, start_id: int | None = None
-                ) -> dict[str, torch.Tensor]:
-    """Every head's pattern scores on tokens (batch, pos), in one batched forward pass:
-    {score: (n_layers, n_heads)} for each name in `SCORES`, on the CPU."""
-    n_layers = model.cfg.n_layers
-    names = [f"blocks.{i}.attn.hook_pattern" for i in range(n_layers)]
+def _patterns(model, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """Each layer's attention pattern (batch, n_heads, q, k) on tokens (batch, pos)."""
+    if tokens.shape[1] > model.cfg.n_ctx:
+        raise ValueError(f"prompts of {tokens.shape[1]} tokens are longer than the model's "
+                         f"n_ctx={model.cfg.n_ctx}: cut them to at most {model.cfg.n_ctx}")
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)]
     device = next(model.parameters()).device
     _, cache = model.run_with_cache(tokens.to(device), names=names, stop_at_layer="auto")
-    per_layer = [pattern_scores(cache[n], tokens.to(device), start_id) for n in names]
+    return [cache[n] for n in names]
+
+
+@torch.no_grad()
+def head_scores(model, tokens: torch.Tensor, *, start_id: int | None = None,
+                pivot_ids: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """Every head's pattern scores on tokens (batch, pos), in one batched forward pass:
+    {score: (n_layers, n_heads)} for each name in `SCORES`, on the CPU."""
+    per_layer = [pattern_scores(p, tokens.to(p.device), start_id, pivot_ids) for p in _patterns(model, tokens)]
     return {s: torch.stack([layer[s] for layer in per_layer]).cpu() for s in SCORES}
+
+
+DETECTOR_HEADS = {"previous_token_head": "previous_token", "duplicate_token_head": "duplicate_token",
+                  "induction_head": "induction"}
+
+
+@torch.no_grad()
+def head_detector_scores(model, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """TransformerLens's `detect_head` scores ("mul" measure, nothing excluded), batched:
+    {"previous_token_head" | "duplicate_token_head" | "induction_head": (n_layers, n_heads)},
+    each the attention mass on the detection pattern divided by the mass of every query
+    (the sequence length), averaged over the prompts of tokens (batch, pos)."""
+    masks = key_masks(tokens)
+    out = {name: [] for name in DETECTOR_HEADS}
+    for pattern in _patterns(model, tokens):
+        pattern = pattern.float()
+        for name, ours in DETECTOR_HEADS.items():
+            mass = (pattern * masks[ours].to(pattern.device)[:, None]).sum((-2, -1))  # (batch, n_heads)
+            out[name].append((mass / pattern.sum((-2, -1))).mean(0))
+    return {name: torch.stack(rows).cpu() for name, rows in out.items()}
 
 
 def _circuits(model) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +231,7 @@ def copying_scores(model) -> torch.Tensor:
     return lam.real.clamp(min=0).sum(-1) / total.where(total > 0, torch.nan)
 
 
-__all__ = ["SCORES", "COMPOSITIONS", "repeated_random_tokens", "key_masks", "pattern_scores",
+__all__ = ["SCORES", "COMPOSITIONS", "PIVOT_MARKS", "DETECTOR_HEADS", "repeated_random_tokens",
+           "pivot_ids", "key_masks", "pattern_scores", "head_detector_scores",
            "head_scores", "composition_scores", "composition_baseline", "ov_eigenvalues",
            "copying_scores"]

@@ -14,7 +14,7 @@ from .files import read_json
 
 ANCHOR, NAV, STAGE = "heads", "Heads", "heads"
 COLUMNS = (("stories", "previous_token"), ("stories", "duplicate_token"),
-           ("stories", "start_token"), ("repeated_tokens", "induction"),
+           ("stories", "start_token"), ("stories", "pivot"), ("repeated_tokens", "induction"),
            ("stories", "distance"), ("stories", "entropy"))
 
 
@@ -30,14 +30,48 @@ def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | 
     rows = []
     for layer in range(n_layers):
         for head in range(n_heads):
-            cells = [f"{layer}.{head}"]
-            cells += [heads["scores"][on][name][layer][head] for on, name in COLUMNS]
+            cells = [f"L{layer}H{head}"]
+            cells += [heads["scores"][on].get(name, [[None] * n_heads] * n_layers)[layer][head]
+                      for on, name in COLUMNS]
             cells.append(heads["copying"][layer][head])
             rows.append(cells)
-    header = ["head", "previous token", "duplicate token", "start token",
+    header = ["head", "previous token", "duplicate token", "start token", "pivot",
               "induction (R + R)", "mean distance", "entropy (nats)", "OV copying"]
+    catalogue = [e["description"] for e in heads.get("catalogue", [])]
+    ablation = heads.get("ablation")
     return {"summary": manifests["heads"]["summary"], "prompts": heads["prompts"],
-            "header": header, "rows": rows, "formation": _formation_figure(heads["formation"])}
+            "header": header, "rows": rows, "catalogue": catalogue,
+            **(_ablation(ablation) if ablation else {}),
+            "formation": _formation_figure(heads["formation"])}
+
+
+def _ablation(ablation: dict) -> dict:
+    """The heads x groups table of mean-ablation costs, and a heat map of both modes."""
+    mean, zero = ablation["mean"], ablation["zero"]
+    groups = list(mean["delta"])
+    n_layers, n_heads = len(mean["delta"][groups[0]]), len(mean["delta"][groups[0]][0])
+    rows = [[f"L{l}H{h}"] + [mean["delta"][g][l][h] for g in groups] + [zero["delta"]["all"][l][h]]
+            for l in range(n_layers) for h in range(n_heads)]
+    header = ["head"] + [f"mean-ablated: {g}" for g in groups] + ["zero-ablated: all"]
+    clean = [["clean loss"] + [mean["clean"][g] for g in groups] + [zero["clean"]["all"]]]
+    return {"ablation_header": header, "ablation_rows": clean + rows,
+            "ablation_figure": _ablation_figure(ablation, groups, n_layers * n_heads)}
+
+
+def _ablation_figure(ablation: dict, groups: list[str], n: int) -> str:
+    import numpy as np
+
+    fig, axes = new_figure(2, 10, 0.35 * n + 1.2)
+    for ax, mode in zip(axes, ("mean", "zero")):
+        delta = ablation[mode]["delta"]
+        grid = np.array([[np.nan if v is None else v for row in delta[g] for v in row] for g in groups]).T
+        image = ax.imshow(grid, cmap="Reds", aspect="auto", vmin=0)
+        n_heads = len(delta[groups[0]][0])
+        ax.set_yticks(range(n), [f"L{i // n_heads}H{i % n_heads}" for i in range(n)], fontsize=7)
+        ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{mode} ablation: loss change (nats)", fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    return png(fig)
 
 
 def _formation_figure(rows: list[dict]) -> str | None:
