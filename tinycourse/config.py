@@ -131,6 +131,7 @@ class ModelConfig:
     # itself included); () means every layer is global
     attention_layers: tuple[str, ...] = ()
     window: int = 256  # keys a local layer's query sees; unused without local layers
+    unembed_bias: bool = False  # a bias on the logits (TinyModel has one; it has no norm to fold it into)
 
     def __post_init__(self) -> None:
         _check_choice("model.norm", self.norm, ("layernorm", "rmsnorm", "none"))

@@ -213,12 +213,16 @@ def test_refuses_what_our_gpt_cannot_compute(overrides, what):
     assert what in message and "keep it in TransformerLens" in message and "\n" not in message
 
 
-def test_refuses_an_unembedding_bias():
+def test_an_unembedding_bias_comes_back_as_ours_and_goes_out_again():
     hooked = hooked_from_config()
     with torch.no_grad():
         hooked.unembed.b_U.copy_(torch.randn_like(hooked.unembed.b_U))  # not W_U's span
-    with pytest.raises(ValueError, match="unembedding bias"):
-        from_transformer_lens(hooked)
+    ours = from_transformer_lens(hooked)
+    assert ours.cfg.unembed_bias and torch.equal(ours.unembed.bias, hooked.unembed.b_U)
+    tokens = torch.randint(0, hooked.cfg.d_vocab, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(tokens), hooked(tokens), atol=1e-4, rtol=0)
+        torch.testing.assert_close(to_transformer_lens(ours)(tokens), hooked(tokens), atol=1e-4, rtol=0)
 
 
 def test_missing_transformer_lens_says_how_to_install(monkeypatch):

@@ -131,6 +131,24 @@ def pattern_scores(pattern: torch.Tensor, tokens: torch.Tensor, start_id: int | 
     return out
 
 
+def previous_token_score(pattern: torch.Tensor) -> torch.Tensor:
+    """pattern (batch, n_heads, q, k) -> (n_heads,): the previous-token score alone."""
+    tokens = torch.zeros(pattern.shape[0], pattern.shape[-1], dtype=torch.long)
+    return pattern_scores(pattern, tokens)["previous_token"]
+
+
+def induction_score(pattern: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """pattern (batch, n_heads, q, k), tokens (batch, pos) -> (n_heads,): the induction
+    score alone."""
+    return pattern_scores(pattern, tokens)["induction"]
+
+
+def k_composition(w_ov: torch.Tensor, w_qk: torch.Tensor) -> float:
+    """W_OV of the earlier head and W_QK of the later one, each (d_model, d_model) in
+    row-vector form -> the K-composition score."""
+    return float(composition_score(w_ov, w_qk.transpose(-2, -1)))
+
+
 @torch.no_grad()
 def _patterns(model, tokens: torch.Tensor) -> list[torch.Tensor]:
     """Each layer's attention pattern (batch, n_heads, q, k) on tokens (batch, pos)."""
@@ -180,8 +198,9 @@ def _circuits(model) -> tuple[torch.Tensor, torch.Tensor]:
     return ov, qk
 
 
-def _comp(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """|left @ right|_F / (|left|_F |right|_F), broadcast over leading dimensions."""
+def composition_score(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """|left @ right|_F / (|left|_F |right|_F), broadcast over leading dimensions: how much
+    of what `left` writes `right` reads (1 when aligned, about 1/sqrt(d) for random ones)."""
     norm = torch.linalg.matrix_norm
     return norm(left @ right) / (norm(left) * norm(right))
 
@@ -193,7 +212,7 @@ def composition_scores(model) -> dict[str, torch.Tensor]:
     ov, qk = _circuits(model)
     n_layers = ov.shape[0]
     left = ov[:, :, None, None]  # (i, h1, 1, 1, d, d) against (j, h2, d, d)
-    scores = {"q": _comp(left, qk), "k": _comp(left, qk.transpose(-2, -1)), "v": _comp(left, ov)}
+    scores = {"q": composition_score(left, qk), "k": composition_score(left, qk.transpose(-2, -1)), "v": composition_score(left, ov)}
     later = torch.arange(n_layers).view(1, 1, -1, 1) > torch.arange(n_layers).view(-1, 1, 1, 1)
     return {name: s.where(later, torch.nan) for name, s in scores.items()}
 
@@ -209,9 +228,9 @@ def composition_baseline(model, n_draws: int = 8, seed: int = 0) -> dict[str, fl
                 @ torch.randn(draws, d_head, d_model, generator=gen))
 
     ov1, ov2, qk2 = low_rank(n_draws), low_rank(n_draws), low_rank(n_draws)
-    return {"q": _comp(ov1, qk2).mean().item(),
-            "k": _comp(ov1, qk2.transpose(-2, -1)).mean().item(),
-            "v": _comp(ov1, ov2).mean().item()}
+    return {"q": composition_score(ov1, qk2).mean().item(),
+            "k": composition_score(ov1, qk2.transpose(-2, -1)).mean().item(),
+            "v": composition_score(ov1, ov2).mean().item()}
 
 
 def ov_eigenvalues(model) -> torch.Tensor:
@@ -233,5 +252,5 @@ def copying_scores(model) -> torch.Tensor:
 
 __all__ = ["SCORES", "COMPOSITIONS", "PIVOT_MARKS", "DETECTOR_HEADS", "repeated_random_tokens",
            "pivot_ids", "key_masks", "pattern_scores", "head_detector_scores",
-           "head_scores", "composition_scores", "composition_baseline", "ov_eigenvalues",
+           "head_scores", "previous_token_score", "induction_score", "k_composition", "composition_score", "composition_scores", "composition_baseline", "ov_eigenvalues",
            "copying_scores"]

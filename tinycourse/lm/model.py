@@ -260,7 +260,7 @@ class GPT(HookedModule):
         self.hook_pos_embed = HookPoint()  # (batch, pos, d_model)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.ln_final = Norm(cfg)
-        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=cfg.unembed_bias)
         if cfg.tied_embeddings:
             self.unembed.weight = self.embed.weight
         self._init_weights()
@@ -377,7 +377,8 @@ def count_parameters(model: GPT) -> ParameterCount:
             counts["norms"] += p.numel()
         elif not name.startswith("unembed."):
             raise AssertionError(f"parameter {name} belongs to no component")
-    return ParameterCount(**counts, unembed=model.unembed.weight.numel(),
+    unembed = model.unembed.weight.numel() + (model.unembed.bias.numel() if model.unembed.bias is not None else 0)
+    return ParameterCount(**counts, unembed=unembed,
                           tied=model.cfg.tied_embeddings)
 
 

@@ -125,9 +125,8 @@ def from_transformer_lens(hooked: HookedTransformer) -> GPT:
     problems = _unsupported(c)
     state = {name: t.detach() for name, t in hooked.state_dict().items()}
     b_U = state["unembed.b_U"]
-    if b_U.any() and c.normalization_type != "LNPre":
-        problems.append("an unembedding bias b_U (ours has none)")
-    elif b_U.any():
+    unembed_bias = bool(b_U.any()) and c.normalization_type != "LNPre"  # kept as a bias
+    if b_U.any() and not unembed_bias:
         # fold_ln moves ln_final's bias into b_U. LNPre's output n is centred (n . 1 = 0), so
         # W_U's mean over d_model never reaches the logits: with ln_final.b = 1 (all ones)
         # and W_U - mean + b_U / d_model, (n + 1) @ W_U' = n @ W_U + b_U, the same logits
@@ -152,6 +151,7 @@ def from_transformer_lens(hooked: HookedTransformer) -> GPT:
         attn_scale=bool(c.use_attn_scale),
         attention_layers=tuple(c.attn_types) if local else (),
         window=c.window_size if local else ModelConfig.window,
+        unembed_bias=unembed_bias,
     )
     with torch.random.fork_rng(devices=[]):  # the throwaway init must not move the global RNG
         model = GPT(cfg)
@@ -199,7 +199,7 @@ def _to_tl_state(ours: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, t
     H, Dh = cfg.n_heads, cfg.d_head
     out = {"embed.W_E": ours["embed.weight"], "pos_embed.W_pos": ours["pos_embed.weight"],
            "unembed.W_U": ours["unembed.weight"].T,
-           "unembed.b_U": ours["unembed.weight"].new_zeros(cfg.d_vocab)}
+           "unembed.b_U": ours.get("unembed.bias", ours["unembed.weight"].new_zeros(cfg.d_vocab))}
     for i in range(cfg.n_layers):
         p = f"blocks.{i}."
         # qkv.weight (3 * H * Dh, d_model): rows run (q/k/v, head, d_head), as forward splits them
@@ -227,6 +227,8 @@ def _from_tl_state(tl: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, t
     """TransformerLens's state dict -> ours (copies); the inverse of `_to_tl_state`."""
     out = {"embed.weight": tl["embed.W_E"], "pos_embed.weight": tl["pos_embed.W_pos"],
            "unembed.weight": tl["unembed.W_U"].T}
+    if cfg.unembed_bias:
+        out["unembed.bias"] = tl["unembed.b_U"]
     for i in range(cfg.n_layers):
         p = f"blocks.{i}."
         w = torch.stack([tl[p + f"attn.W_{n}"] for n in "QKV"])  # (3, H, d_model, Dh)

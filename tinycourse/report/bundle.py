@@ -23,3 +23,28 @@ def circuitsvis_bundle() -> str | None:
     js = js.replace("</script", "<\\/script")  # would end the inline element early
     # the source map is not shipped: a browser with devtools open would ask for it
     return "\n".join(line for line in js.splitlines() if not line.startswith("//# sourceMappingURL="))
+
+
+def circuitsvis_script() -> str:
+    """`<script>` with the bundle, once per page or notebook, before `attention_heads_html`
+    widgets: then they draw offline. Empty without CircuitsVis."""
+    bundle = circuitsvis_bundle()
+    return f"<script>{bundle}</script>" if bundle else ""
+
+
+def attention_heads_html(attention, tokens: list[str], head_names: list[str], element_id: str) -> str:
+    """A CircuitsVis AttentionHeads widget (attention (heads, query, key), one label per token)
+    as an HTML snippet that draws from the inlined bundle (`circuitsvis_script`), for a
+    page or `IPython.display.HTML`."""
+    import html
+    import json
+
+    import numpy as np
+
+    props = {"attention": np.round(np.asarray(attention, dtype=np.float64), 3).tolist(), "tokens": tokens,
+             "maskUpperTri": True, "attentionHeadNames": head_names}
+    # escape <, > and & as JSON \\u escapes, so a token cannot close the <script> early
+    payload = json.dumps(props).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    element = html.escape(element_id, quote=True)
+    return (f'<div id="{element}" class="cv"></div>'
+            f'<script>CircuitsVis.render("{element}", CircuitsVis.AttentionHeads, {payload});</script>')
