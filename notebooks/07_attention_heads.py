@@ -208,6 +208,46 @@ if PRESET == "tiny":
                for layer in range(n_layers) for h in range(n_heads)) < 0.3
 
 # %% [markdown]
+# ### Activation patching
+#
+# Ablation asks "what breaks?". Patching asks "where is the information?" (ARENA's
+# indirect-object chapter; Wang et al. 2022, [arXiv:2211.00593](https://arxiv.org/abs/2211.00593)).
+# Take the prompt "One day, A and B went to the park. Then B gave a ball to", where the
+# answer is A. Corrupt it by swapping the giver: "... Then A gave a ball to". Run the
+# corrupted prompt, copy one activation in from the clean run, and measure how much of
+# the clean-minus-corrupted logit difference (logit A − logit B) comes back. A head's
+# output is patched at every position, and the residual stream at one layer and position.
+
+# %%
+patching = result["patching"]
+heads_grid = np.array(patching["heads"]["recovered"], dtype=float)
+resid_grid = np.array(patching["residual"]["recovered"], dtype=float)
+print(f"{patching['pairs']} pairs; logit diff clean {patching['heads']['clean']:+.2f}, "
+      f"corrupted {patching['heads']['corrupted']:+.2f}")
+fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3))
+left.imshow(heads_grid, cmap="RdBu", vmin=-1, vmax=1)
+left.set(xlabel="head", ylabel="layer", title="head outputs patched")
+right.imshow(resid_grid, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+right.set_xticks(range(len(patching["tokens"])), patching["tokens"], rotation=90)
+right.set_yticks(range(len(patching["residual"]["hooks"])), patching["residual"]["hooks"])
+right.set_title("residual stream patched (layer x position)")
+plt.show()
+
+# %% [markdown]
+# On `tiny` the clean logit difference is negative: the model names the giver, the name it
+# read last, which is not the indirect object. One head carries that whole decision:
+# patching the name copier found above restores all of it. In the residual stream it
+# sits at the giver's name until the last layer moves it to the final position.
+
+# %%
+top_head = np.unravel_index(np.nanargmax(heads_grid), heads_grid.shape)
+print(f"the head that carries it: L{top_head[0]}H{top_head[1]} ({heads_grid[top_head]:.2f} recovered)")
+if PRESET == "tiny":
+    assert tuple(top_head) == tuple(copier) and heads_grid[top_head] > 0.8
+    giver = len(patching["tokens"]) - 5  # "... Then [B] gave a ball to"
+    assert resid_grid[0, giver] > 0.8 and resid_grid[-1, -1] > 0.99
+
+# %% [markdown]
 # ## 4. Composition
 #
 # A layer-1 head can read what a layer-0 head wrote through its query, its key or its

@@ -347,6 +347,7 @@ def build_heads(run: Run, folder: Path) -> dict:
         "copying": copying,
         "ablation": ablation,
         "catalogue": catalogue(described, copying, ablation["mean"]["delta"]),
+        "patching": ioi_patching(model, tokenizer),
         "formation": formation,
     }
     atomic_write_json(folder / "heads.json", result)
@@ -360,11 +361,30 @@ def build_heads(run: Run, folder: Path) -> dict:
             "snapshots": len(formation)}
 
 
-@stage("capabilities", needs=("tokenizer", "lm"), reads=())
+def ioi_patching(model, tokenizer) -> dict | None:
+    """Activation patching on indirect-object pairs with the giver swapped
+    (`interpret/patching.py`): each head's output and the residual stream at each layer and
+    position, patched from clean into corrupted. None when the tokenizer has fewer than two
+    one-token names to build the pairs from."""
+    from .corpus.storyworld import NAMES
+    from .interpret.patching import IOI_TEMPLATE, ioi_pairs, patch_heads, patch_residual
+
+    pairs = ioi_pairs(tokenizer, [c.name for c in NAMES if c.kind in ("girl", "boy")])
+    if pairs is None:
+        return None
+    clean = pairs[0]
+    return {"template": IOI_TEMPLATE, "pairs": len(clean),
+            "tokens": [tokenizer.decode([i]) for i in clean[0].tolist()],
+            "heads": patch_heads(model, *pairs), "residual": patch_residual(model, *pairs)}
+
+
+@stage("capabilities", needs=("tokenizer", "shards", "lm"), reads=())
 def build_capabilities(run: Run, folder: Path) -> dict:
     """The shipped task suites (data/tasks/) scored on the final model, item by item and
-    per capability, and per capability across the lm stage's snapshots (capabilities.json;
-    see `interpret/capabilities.py`)."""
+    per capability, and per capability across the lm stage's snapshots; and the mining of
+    the model's confident predictions (capabilities.json; see `interpret/capabilities.py`
+    and `interpret/mining.py`). The suites are files, not config: after editing them,
+    rebuild with `tinycourse run --stages capabilities --force`."""
     from tqdm.auto import tqdm
 
     from .interpret.capabilities import (emergence, fits, score_tasks, scores_records,

@@ -184,9 +184,13 @@ def head_detector_scores(model, tokens: torch.Tensor) -> dict[str, torch.Tensor]
     out = {name: [] for name in DETECTOR_HEADS}
     for pattern in _patterns(model, tokens):
         pattern = pattern.float()
+        total = pattern.sum((-2, -1))  # (batch, n_heads): the number of queries
         for name, ours in DETECTOR_HEADS.items():
-            mass = (pattern * masks[ours].to(pattern.device)[:, None]).sum((-2, -1))  # (batch, n_heads)
-            out[name].append((mass / pattern.sum((-2, -1))).mean(0))
+            if ours == "previous_token":  # the mask is the first subdiagonal: read it directly
+                mass = pattern.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1)
+            else:  # contract with the mask, without a (batch, heads, q, k) product in memory
+                mass = torch.einsum("bhqk,bqk->bh", pattern, masks[ours].to(pattern))
+            out[name].append((mass / total).mean(0))
     return {name: torch.stack(rows).cpu() for name, rows in out.items()}
 
 

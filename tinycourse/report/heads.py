@@ -42,6 +42,8 @@ def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | 
     return {"summary": manifests["heads"]["summary"], "prompts": heads["prompts"],
             "header": header, "rows": rows, "catalogue": catalogue,
             **(_ablation(ablation) if ablation else {}),
+            "patching": _patching_figure(heads["patching"]) if heads.get("patching") else None,
+            "patching_template": (heads.get("patching") or {}).get("template"),
             "formation": _formation_figure(heads["formation"])}
 
 
@@ -90,4 +92,23 @@ def _formation_figure(rows: list[dict]) -> str | None:
         right.plot(tokens, [r[key] for r in rows], "o-", label=label)
     right.set(xscale="log", xlabel="training tokens", ylabel="loss (nats)", ylim=(0, None))
     right.legend(frameon=False, fontsize=8)
+    return png(fig)
+
+
+def _patching_figure(patching: dict) -> str:
+    """Recovered logit difference: per head (left) and per layer and position (right)."""
+    import numpy as np
+
+    heads = np.array(patching["heads"]["recovered"], dtype=float)
+    resid = np.array(patching["residual"]["recovered"], dtype=float)
+    fig, (left, right) = new_figure(2, 12, 3.2)
+    for ax, grid in ((left, heads), (right, resid)):
+        image = ax.imshow(grid, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    left.set(xlabel="head", ylabel="layer", title="each head's output patched")
+    tokens = [t.replace("\n", "\\n") or "<s>" for t in patching["tokens"]]
+    right.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
+    right.set_yticks(range(len(patching["residual"]["hooks"])),
+                     [h.replace("blocks.", "").replace("hook_", "") for h in patching["residual"]["hooks"]], fontsize=7)
+    right.set_title("the residual stream patched at one layer and position", fontsize=9)
     return png(fig)
