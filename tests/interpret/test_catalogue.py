@@ -12,7 +12,7 @@ from tinycourse.interpret.heads import copying_scores, head_scores, repeated_ran
 from tinycourse.interpret.in_context import repeated_sequences
 from tinycourse.lm.model import GPT
 
-from .test_heads import CTX, START, V
+from .test_heads import START, V
 from .test_in_context import induction_copier
 
 

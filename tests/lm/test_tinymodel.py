@@ -29,7 +29,6 @@ import numpy as np
 import pytest
 import torch
 
-from tinycourse.config import ModelConfig
 from tinycourse.corpus.tokenizer import count_tokens, top_k_ids, unk_rates
 from tinycourse.lm import tinymodel
 from tinycourse.lm.model import GPT, generate_text
