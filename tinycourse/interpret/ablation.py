@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..corpus.storyworld import Story
+from ..lm.model import model_device
 from .in_context import token_groups
 
 MODES = ("zero", "mean")
@@ -85,7 +86,7 @@ def _z_hook(head: int, replacement: torch.Tensor | None):
 @torch.no_grad()
 def group_losses(model, groups: LossGroups, hooks: Sequence = ()) -> dict[str, float]:
     """Mean next-token loss per group, with `hooks` (name, fn) applied."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     tokens = groups.tokens.to(device)
     with model.hooks(hooks):
         logits = model(tokens[:, :-1])
@@ -98,7 +99,7 @@ def group_losses(model, groups: LossGroups, hooks: Sequence = ()) -> dict[str, f
 def mean_z(model, groups: LossGroups) -> list[torch.Tensor]:
     """Each layer's mean head output over the real positions of `groups`: (n_heads, d_head)."""
     names = [f"blocks.{i}.attn.hook_z" for i in range(model.cfg.n_layers)]
-    device = next(model.parameters()).device
+    device = model_device(model)
     _, cache = model.run_with_cache(groups.tokens[:, :-1].to(device), names=names)
     real = groups.masks.get("all", torch.ones(groups.tokens.shape[0], groups.tokens.shape[1] - 1,
                                               dtype=torch.bool))

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..corpus.tasks import CAPABILITIES, DATA_DIR, TaskItem, read_items
+from ..lm.model import model_device
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,6 @@ def answer_ids(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int
     return whole[:shared], whole[shared:]
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def _logits(model, sequences: list[list[int]]) -> list[torch.Tensor]:
     """For each token list, the logits (len - 1, d_vocab) predicting tokens 1.. of it."""
@@ -96,7 +93,7 @@ def _logits(model, sequences: list[list[int]]) -> list[torch.Tensor]:
     batch = torch.zeros(len(sequences), width, dtype=torch.long)
     for row, seq in enumerate(sequences):
         batch[row, :len(seq)] = torch.tensor(seq)
-    logits = model(batch.to(_device(model))).float().cpu()  # right padding: causal, harmless
+    logits = model(batch.to(model_device(model))).float().cpu()  # right padding: causal, harmless
     return [logits[row, :len(seq) - 1] for row, seq in enumerate(sequences)]
 
 
@@ -170,7 +167,13 @@ def score_tasks(model, tokenizer, suite: Sequence[TaskItem], *, start_id: int | 
     An item whose answer alone overflows the context raises `AnswerTooLong`; filter a suite
     with `fits` first to score what fits."""
     start = tokenizer.start_id if start_id is None else start_id
-    jobs = [_job(item, tokenizer, start, model.cfg.n_ctx) for item in suite]
+    return _score_jobs(model, [_job(item, tokenizer, start, model.cfg.n_ctx) for item in suite], batch_size)
+
+
+@torch.no_grad()
+def _score_jobs(model, jobs: Sequence[_Job], batch_size: int = 32) -> list[ItemScore]:
+    """`score_tasks` on items already tokenized (`_job`), so several models (a run's
+    snapshots) can share one tokenization."""
     sequences = [seq for job in jobs for seq in (job.answer, job.wrong) if seq is not None]
     was_training = model.training
     model.eval()
@@ -254,13 +257,16 @@ def emergence(snapshots, tokenizer, suites: dict[str, Sequence[TaskItem]], *, pr
     """Each capability's mean log-probability, top-1 accuracy and mean logit difference at
     each `lm.snapshots.Snapshot`, in training order: [{"step", "tokens", <suite>: {<capability>:
     {...}}}]: capability against training tokens, to draw beside head formation."""
-    rows = []
+    rows, jobs = [], None
     snapshots = sorted(snapshots, key=lambda s: s.step)
     for snapshot in (progress(snapshots) if progress else snapshots):
         model = snapshot.load()
+        if jobs is None:  # tokenized once: every snapshot has the same tokenizer and context
+            jobs = {kind: [_job(i, tokenizer, tokenizer.start_id, model.cfg.n_ctx) for i in items]
+                    for kind, items in suites.items()}
         row = {"step": snapshot.step, "tokens": snapshot.tokens}
-        for kind, items in suites.items():
-            table = summarize(score_tasks(model, tokenizer, items))
+        for kind in suites:
+            table = summarize(_score_jobs(model, jobs[kind]))
             row[kind] = {c: {"mean_logprob": r["mean_logprob"], "top1": r["top1"],
                              "mean_logit_diff": r["mean_logit_diff"]} for c, r in table.items()}
         rows.append(row)

@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import torch
 
+from ..lm.model import model_device
+
 SCORES = ("previous_token", "current_token", "start_token", "duplicate_token", "induction",
           "pivot", "distance", "entropy")
 PIVOT_MARKS = (",", ".", '"')
@@ -156,7 +158,7 @@ def _patterns(model, tokens: torch.Tensor) -> list[torch.Tensor]:
         raise ValueError(f"prompts of {tokens.shape[1]} tokens are longer than the model's "
                          f"n_ctx={model.cfg.n_ctx}: cut them to at most {model.cfg.n_ctx}")
     names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)]
-    device = next(model.parameters()).device
+    device = model_device(model)
     _, cache = model.run_with_cache(tokens.to(device), names=names, stop_at_layer="auto")
     return [cache[n] for n in names]
 

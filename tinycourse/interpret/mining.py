@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..lm.model import model_device
+
 LABELS = ("induction", "repeated_token", "closing_quote", "pronoun", "name", "ngram")
 UNEXPLAINED = "unexplained"
 PRONOUNS = frozenset("he she it they him her his its their them we us you i me my our your".split())
@@ -76,7 +78,7 @@ def next_token_probs(model, windows: torch.Tensor, batch_size: int = 32) -> tupl
     model.eval()
     probs, top = [], []
     try:
-        device = next(model.parameters()).device
+        device = model_device(model)
         for chunk in windows.split(batch_size):
             logits = model(chunk[:, :-1].to(device)).float()
             target = chunk[:, 1:].to(device)

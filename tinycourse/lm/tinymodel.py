@@ -113,6 +113,19 @@ LAYER_KEYS = ("attn.Q.weight", "attn.K.weight", "attn.V.weight", "attn.O.weight"
 OTHER_KEYS = ("embed.weight", "pos_embed", "lm_head.weight", "lm_head.bias")
 
 
+def _check_keys(state: dict, expected, subject: str, what: str, owner: str, also_missing=()) -> None:
+    """One-line errors for `subject` ("the state dict") that is not `what`: the keys it
+    lacks, or the weights it has that `owner` ("a TinyModel") has not."""
+    missing = [k for k in expected if k not in state] + list(also_missing)
+    if missing:
+        more = f" ... ({len(missing)} in all)" if len(missing) > 8 else ""
+        raise PretrainedError(f"{subject} lacks {', '.join(missing[:8])}{more}: not {what}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise PretrainedError(f"{subject} has weights {owner} has not: "
+                              f"{', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
+
+
 # --- the model ---------------------------------------------------------------------------------
 
 def tinymodel_config(their_state: dict[str, torch.Tensor] | None = None, *,
@@ -187,16 +200,8 @@ def _check_state(t: dict[str, torch.Tensor]) -> tuple[int, int, int, int, int]:
     n_layers = max(layers) + 1 if layers else 0
     expected = [*OTHER_KEYS[:2],
                 *(f"torso.{i}.{k}" for i in range(n_layers) for k in LAYER_KEYS), *OTHER_KEYS[2:]]
-    missing = [k for k in expected if k not in t] + ([] if layers else ["torso.0.*"])
-    if missing:
-        more = f" ... ({len(missing)} in all)" if len(missing) > 8 else ""
-        shown = ", ".join(missing[:8]) + more
-        raise PretrainedError(f"the state dict lacks {shown}: not a TinyModel state dict "
-                              f"(TinyModel.state_dict() of its lm.py)")
-    extra = sorted(set(t) - set(expected))
-    if extra:
-        raise PretrainedError(f"the state dict has weights a TinyModel has not: "
-                              f"{', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
+    _check_keys(t, expected, "the state dict", "a TinyModel state dict (TinyModel.state_dict() of its lm.py)",
+                "a TinyModel", also_missing=[] if layers else ["torso.0.*"])
     d_vocab, d_model = t["embed.weight"].shape
     n_ctx, d_mlp = t["pos_embed"].shape[-2], t["torso.0.mlp.read_in.weight"].shape[0]
     D = (d_model, d_model)
@@ -264,14 +269,7 @@ def tinymodel_sparse_mlp_state(their_state: dict[str, torch.Tensor], tag: str) -
     """
     kind, layer = parse_sparse_mlp_tag(tag)
     keys = ("encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias")
-    missing = [k for k in keys if k not in their_state]
-    if missing:
-        raise PretrainedError(f"the SAE state dict lacks {', '.join(missing)}: not a TinyModel "
-                              f"SparseMLP (sparse_mlp.py)")
-    extra = sorted(set(their_state) - set(keys))
-    if extra:
-        raise PretrainedError(f"the SAE state dict has weights a SparseMLP has not: "
-                              f"{', '.join(extra[:5])}")
+    _check_keys(their_state, keys, "the SAE state dict", "a TinyModel SparseMLP (sparse_mlp.py)", "a SparseMLP")
     enc_w, enc_b, dec_w, dec_b = (their_state[k] for k in keys)
     d_sae, d_in = enc_w.shape
     d_out = dec_w.shape[0]
