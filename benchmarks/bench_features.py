@@ -8,7 +8,10 @@
 What is compared. ours = `interpret.features.ScanState`: each batch folded into the
 running per-latent state (top k contexts, the reservoir for quantile samples, the
 histogram, density, sums; the reservoir's random keys drawn per batch as `scan_features`
-draws them), then `top()` and `quantile_samples()` at the end. naive = the sae_vis way,
+draws them: a generator seeded by the batch, one key per active entry, inside `update`,
+so timed), then `top()` and `quantile_samples()` at the end. `update` works on the
+batch's active entries only (see `interpret.features`), the input being the dense
+(tokens, d_sae) latents `sae.encode` gives. naive = the sae_vis way,
 `interpret.features.naive_top_contexts`: every (token, latent) activation kept in one
 dense float32 array (each batch copied in as it comes), then per latent its active tokens
 sorted; it gives the top k only, none of the other figures ours keeps. Memory: ours
@@ -97,11 +100,10 @@ def synthetic_worker(spec: dict) -> dict:
                 n = min(batch, tokens - b * batch)
                 x = random_batch(b, n, d_sae, k, spec["seed"])
                 t0 = time.perf_counter()
-                g = torch.Generator().manual_seed(cfg.seed * KEY_SEED_STRIDE + b)
-                keys = torch.rand(x.shape, generator=g)
+                keys = torch.Generator().manual_seed(cfg.seed * KEY_SEED_STRIDE + b)
                 state.update(x, torch.arange(b * batch, b * batch + n), keys)
                 elapsed += time.perf_counter() - t0
-                del x, keys
+                del x
             t0 = time.perf_counter()
             state.top(), state.quantile_samples()
             elapsed += time.perf_counter() - t0

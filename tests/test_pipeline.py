@@ -173,6 +173,16 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     assert mining["middle"]["step"] == 16 and mining["tokens"] > 0
     features = json.loads((run.stage_dir("features") / "manifest.json").read_text())["summary"]
     assert features["n_tokens"] > 0 and 0 < features["alive"] <= 64
+    feature_dir = run.stage_dir("features")
+    labels = json.loads((feature_dir / "labels.json").read_text())
+    assert len(labels["latents"]) == 64 and set(labels["summary"]) == {"sae", "random", "pca"}
+    assert "variables" not in labels and not (feature_dir / "steering.json").exists()  # not storyworld
+    prompts = json.loads((feature_dir / "prompts.json").read_text())["prompts"]
+    assert prompts and all(len(p["tokens"]) == len(p["ids"]) == len(p["top"]) for p in prompts)
+    dashboard = (feature_dir / "index.html").read_text()
+    assert f"<title>Features of run {run.root.name}: {small.sae.hook_in}</title>" in dashboard
+    assert 'id="dashboard-data"' in dashboard
+    assert "causal_effect_mean" in features and "detection_auroc_sae" in features
     assert '<section id="features">' in page.read_text()
 
     # an SAE on a hook the store does not hold is refused with the fix in the message

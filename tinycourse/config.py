@@ -318,6 +318,10 @@ class FeaturesConfig:
     batch_size: int = 32  # n_ctx-token sequences per forward pass
     checkpoint_every: int = 50  # batches between checkpoints of the running state
     seed: int = 0  # the reservoir's random keys
+    causal_contexts: int = 8  # top contexts per latent (at most top_k) re-run with the latent ablated
+    neighbors: int = 5  # nearest latents by decoder cosine, per latent
+    label_tokens: int = 200_000  # val tokens the auto-labels are built (half) and scored (half) on; 0 = all
+    page_contexts: int = 8  # top contexts per latent (at most top_k) drawn in features/index.html
 
     def __post_init__(self) -> None:
         if self.n_tokens < 0:
@@ -325,8 +329,10 @@ class FeaturesConfig:
         if self.context < 0:
             raise ConfigError(f"features.context must be >= 0, got {self.context}")
         for name in ("top_k", "quantile_samples", "reservoir", "hist_bins", "top_logits",
-                     "batch_size", "checkpoint_every"):
+                     "batch_size", "checkpoint_every", "causal_contexts", "neighbors", "page_contexts"):
             _check_positive(f"features.{name}", getattr(self, name))
+        if self.label_tokens < 0:
+            raise ConfigError(f"features.label_tokens must be >= 0 (0 = the whole split), got {self.label_tokens}")
         if self.quantile_samples > self.reservoir:
             raise ConfigError(f"features.quantile_samples ({self.quantile_samples}) must be at most "
                               f"features.reservoir ({self.reservoir}), the contexts they are picked from")
@@ -390,7 +396,7 @@ PRESETS: dict[str, CourseConfig] = {
         # four k values sharing one pass of 500K tokens
         sweep=SweepConfig(values=(4, 8, 16, 32), n_tokens=500_000),
         # the whole validation split (~35K tokens)
-        features=FeaturesConfig(n_tokens=0),
+        features=FeaturesConfig(n_tokens=0, label_tokens=0),
     ),
     # Real TinyStories on a laptop (tens of minutes): the first 100K stories of the hub
     # dataset or of a local file (`--data PATH`), a 4K BPE, a 4-layer 256-wide model

@@ -570,24 +570,152 @@ def build_eval(run: Run, folder: Path) -> dict:
     return summary
 
 
-@stage("features", needs=("shards", "lm", "sae"), reads=("features",), resumable=True)
+@stage("features", needs=("tokenizer", "shards", "lm", "sae"), reads=("features", "eval"),
+       resumable=True)
 def build_features(run: Run, folder: Path) -> dict:
-    """Per latent of the `sae` stage's dictionary, from one pass over the val split: top
-    and quantile contexts, activation histogram, density, direct logit attribution
-    (features.safetensors + features.json; see `interpret/features.py`)."""
-    from .interpret.features import scan_features
+    """What each latent of the `sae` stage's dictionary does, into `features/`:
+        features.safetensors + .json   the scan of the val split: top and quantile contexts,
+                                       histogram, density, direct logit attribution
+        effects.safetensors            causal effect per top context, nearest latents
+        labels.json                    offline auto-labels scored on held-out windows, with
+                                       random and PCA baselines (and, on storyworld, the
+                                       ground-truth variable of each latent)
+        prompts.json                   the latents firing on each token of a few val stories
+        steering.json                  (storyworld) a place latent steered: effect and cost
+        index.html                     the dashboard of all of it, offline
+    (see `interpret/features.py`, `effects.py`, `autolabel.py`, `steering.py`)."""
+    import safetensors.torch
+
+    from .interpret.autolabel import auto_label, latent_variables
+    from .interpret.effects import causal_effects, mean_effect, prompt_latents, val_prompts
+    from .interpret.families import nearest_latents
+    from .interpret.features import load_features, scan_features
     from .lm.model import load_model
+    from .report.dashboard import write_dashboard
     from .sae.model import load_sae
 
     device = _device()
     started = time.time()
-    index = scan_features(load_model(run.stage_dir("lm"), device=device),
-                          load_sae(run.stage_dir("sae"), device=device),
-                          Shards.open(run.stage_dir("shards")), run.cfg.features, folder,
-                          device=device, exclude_start=run.cfg.activations.exclude_start,
+    cfg = run.cfg.features
+    model = load_model(run.stage_dir("lm"), device=device)
+    sae = load_sae(run.stage_dir("sae"), device=device)
+    shards = Shards.open(run.stage_dir("shards"))
+    tokenizer = load_tokenizer(run.stage_dir("tokenizer"))
+    exclude_start = run.cfg.activations.exclude_start
+    start_id = shards.start_id if exclude_start else None
+    text = token_text(tokenizer, shards.start_id)
+    index = scan_features(model, sae, shards, cfg, folder, device=device, exclude_start=exclude_start,
                           log=run.log)
-    return {"n_tokens": index["n_tokens"], "alive": index["alive"],
-            "mean_density": index["mean_density"], "seconds": round(time.time() - started, 2)}
+    times = {"scan": time.time() - started}
+
+    at = time.time()
+    scan = load_features(folder)
+    val = shards.tokens("val")
+    effects = causal_effects(model, sae, val, scan["top_positions"][:, :cfg.causal_contexts],
+                             start_id=start_id, batch_size=cfg.batch_size * 2)
+    neighbor_ids, neighbor_cos = nearest_latents(sae.W_dec.detach(), sae.W_dec.detach(), cfg.neighbors,
+                                                 exclude_self=True)
+    atomic_write_bytes(folder / "effects.safetensors", safetensors.torch.save({
+        "effect_contexts": effects.float().contiguous(), "effect_mean": mean_effect(effects).float(),
+        "neighbor_ids": neighbor_ids.cpu().int().contiguous(), "neighbor_cos": neighbor_cos.cpu().float().contiguous()}))
+    times["effects"] = time.time() - at
+
+    at = time.time()
+    labels = auto_label(model, sae, shards, cfg, token_text=text, exclude_start=exclude_start, device=device)
+    summary = {"n_tokens": index["n_tokens"], "alive": index["alive"], "mean_density": index["mean_density"],
+               "causal_effect_mean": _nanmean(mean_effect(effects)),
+               **{f"detection_auroc_{m}": v["detection_auroc_mean"] for m, v in labels["summary"].items()},
+               **{f"simulation_r_{m}": v["simulation_r_mean"] for m, v in labels["summary"].items()}}
+    variables = None
+    if run.cfg.data.source == "storyworld":
+        variables = latent_variables(model, sae, tokenizer, run.cfg.eval.ground_truth_stories,
+                                     data_seed=run.cfg.data.seed, first_index=run.cfg.data.max_stories,
+                                     device=device)
+        for row, match in zip(labels["latents"], variables["latents"]):
+            row["variable"], row["variable_auroc"] = match["variable"], match["auroc"]
+        labels["variables"] = variables["variables"]
+    atomic_write_json(folder / "labels.json", labels)
+    times["labels"] = time.time() - at
+
+    at = time.time()
+    prompts = []
+    for ids in val_prompts(val, shards.start_id, 4, model.cfg.n_ctx):
+        view = prompt_latents(model, sae, ids)
+        prompts.append({"text": tokenizer.decode([i for i in ids if i != shards.start_id]),
+                        "tokens": [text(i) for i in ids], **view})
+    atomic_write_json(folder / "prompts.json", {"prompts": prompts})
+    if variables is not None:
+        steering = place_steering(model, sae, tokenizer, shards, variables, run.cfg, scan)
+        if steering is not None:
+            atomic_write_json(folder / "steering.json", steering)
+            summary.update({"steering_latent": steering["latent"], "steering_place": steering["place"],
+                            "steering_share_factor": steering["best"]["share_factor"],
+                            "steering_loss_increase": steering["best"]["loss_increase"]})
+    write_dashboard(folder, token_text=text, title=f"Features of run {run.root.name}: {index['hook_in']}",
+                    contexts=cfg.page_contexts)
+    times["prompts, steering, page"] = time.time() - at
+    summary["seconds"] = round(time.time() - started, 2)
+    summary["seconds_by_part"] = {k: round(v, 2) for k, v in times.items()}
+    return summary
+
+
+def token_text(tokenizer, start_id: int | None):
+    """id -> the text a page shows for it: `<start>` for the start token, newlines escaped,
+    an empty decode as the empty-set sign."""
+    def text(i: int) -> str:
+        if i == start_id:
+            return "<start>"
+        return tokenizer.decode([int(i)]).replace("\n", "\\n") or "\u2205"
+    return text
+
+
+def _nanmean(t) -> float | None:
+    import torch
+
+    t = t[~torch.isnan(t)]
+    return float(t.mean()) if len(t) else None
+
+
+STEER_PLACES = ("beach", "forest", "park", "garden")  # the first with a latent of its own is steered
+STEER_MULTIPLES = (0.0, 1.0, 2.0, 4.0, 8.0)  # clamp values, in multiples of the latent's mean activation
+
+
+def place_steering(model, sae, tokenizer, shards: Shards, variables: dict, cfg: CourseConfig,
+                   scan: dict) -> dict | None:
+    """Steer the latent that best tracks a storyworld place (`variables`, from
+    `latent_variables`): clamped at multiples of its mean activation at every position,
+    on openings of held-out stories; per strength the share of the place's words in the
+    generations and the held-out loss (`interpret.steering.steering_sweep`)."""
+    import numpy as np
+    import torch
+
+    from .corpus.storyworld import generate_stories
+    from .interpret.steering import concept_token_ids, place_words, steering_sweep
+
+    found = [(p, variables["variables"].get(f"place={p}")) for p in STEER_PLACES]
+    found = [(p, v) for p, v in found if v is not None and v["latent"] is not None]
+    if not found:
+        return None
+    place, match = found[0]
+    latent = int(match["latent"])
+    mean = float(scan["mean_active"][latent])
+    strengths = [round(m * mean, 4) for m in STEER_MULTIPLES]
+    stories = generate_stories(16, seed=cfg.data.seed + 1, start=cfg.data.max_stories)
+    prompts = [[shards.start_id] + tokenizer.encode(s.text.split(".")[0] + ".") for s in stories]
+    n_ctx = model.cfg.n_ctx
+    val = shards.tokens("val")
+    rows = min(32, len(val) // (n_ctx + 1))
+    heldout = torch.from_numpy(np.asarray(val[:rows * (n_ctx + 1)], dtype=np.int64)).view(rows, n_ctx + 1)
+    concept = concept_token_ids(tokenizer, place_words(place))
+    sweep = steering_sweep(model, sae, latent, strengths, prompts, concept, heldout,
+                           max_new_tokens=40, seed=cfg.data.seed, mode="clamp", stop_id=shards.start_id)
+    for row in sweep:
+        row["generations"] = [tokenizer.decode([i for i in g if i != shards.start_id]) for g in row["generations"][:3]]
+    best = max(sweep, key=lambda r: r["concept_share"])
+    return {"place": place, "latent": latent, "variable_auroc": match["auroc"], "mode": "clamp",
+            "mean_activation": mean, "multiples": list(STEER_MULTIPLES), "concept_ids": concept,
+            "rows": sweep, "best": {k: best[k] for k in ("strength", "concept_share", "share_factor",
+                                                           "heldout_loss", "loss_increase")}}
 
 
 @stage("report", needs=(), reads=(), reads_all=True)

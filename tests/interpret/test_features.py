@@ -286,3 +286,73 @@ def test_the_report_section_escapes_token_text():
     assert '<section id="features">' in page and "1,234 validation tokens" in page
     assert "<b>x</b>" not in page and page.count("&lt;b&gt;x&lt;/b&gt;&amp;") == 5
     assert "<b>&lt;b&gt;" in page  # the activating token: bold, its text escaped
+
+
+def naive_reservoir(acts, keys, r):
+    """The plain way: each latent's active tokens sorted by key, ties by earliest position;
+    the first r. -> (positions (d_sae, r), -1 where fewer; values (d_sae, r), 0 there)."""
+    d_sae = acts.shape[1]
+    positions = torch.full((d_sae, r), -1, dtype=torch.int64)
+    values = torch.zeros(d_sae, r)
+    for latent in range(d_sae):
+        active = [(float(keys[p, latent]), p) for p in (acts[:, latent] > 0).nonzero()[:, 0].tolist()]
+        for slot, (_, p) in enumerate(sorted(active)[:r]):
+            positions[latent, slot], values[latent, slot] = p, acts[p, latent]
+    return positions, values
+
+
+@pytest.mark.parametrize("batch", [1, 13, 300])
+def test_reservoir_keeps_the_smallest_keys_ties_by_earliest_position(batch):
+    acts = random_acts()
+    keys = torch.randint(0, 4, acts.shape).float() / 4  # coarse, so keys tie
+    cfg = FeaturesConfig(reservoir=8, quantile_samples=3)
+    state = ScanState(acts.shape[1], cfg)
+    for a in range(0, len(acts), batch):
+        state.update(acts[a : a + batch], torch.arange(a, min(a + batch, len(acts))), keys[a : a + batch])
+    ref_positions, ref_values = naive_reservoir(acts, keys, 8)
+    assert torch.equal(state.t["res_positions"], ref_positions)
+    assert torch.equal(state.t["res_values"], ref_values)
+    filled = ref_positions >= 0
+    assert torch.equal(torch.isfinite(state.t["res_scores"]), filled)
+    rows = filled.nonzero()[:, 0]
+    assert torch.equal(-state.t["res_scores"][filled], keys[ref_positions[filled], rows])
+
+
+def test_generator_keys_are_drawn_for_the_active_entries_only_by_token_then_latent():
+    acts = random_acts(n=120)
+    drawn, given = ScanState(acts.shape[1], CFG), ScanState(acts.shape[1], CFG)
+    drawn.update(acts, torch.arange(120), torch.Generator().manual_seed(7))
+    # the same keys, laid out densely: one per active entry, in row-major (token, latent) order
+    dense = torch.full(acts.shape, 5.0)
+    dense[acts > 0] = torch.rand(int((acts > 0).sum()), generator=torch.Generator().manual_seed(7))
+    given.update(acts, torch.arange(120), dense)
+    for name in drawn.t:
+        assert torch.equal(drawn.t[name], given.t[name]), name
+
+
+def test_reservoir_is_a_uniform_sample_of_active_tokens():
+    """300 latents all active on the same 400 tokens, in 8 batches: each latent's 16 kept
+    tokens should be spread evenly over the batches, whatever the activation."""
+    n, d_sae, r, batch = 400, 300, 16, 50
+    acts = torch.rand(n, d_sae) + 0.01
+    acts[: n // 2] *= 10  # the first half activates ten times as strongly: must not matter
+    state = ScanState(d_sae, FeaturesConfig(reservoir=r, quantile_samples=3))
+    for b, a in enumerate(range(0, n, batch)):
+        state.update(acts[a : a + batch], torch.arange(a, a + batch), torch.Generator().manual_seed(b))
+    picked = state.t["res_positions"]
+    assert (picked >= 0).all() and all(len(set(row.tolist())) == r for row in picked)
+    counts = torch.bincount(picked.reshape(-1) // batch, minlength=n // batch).double()
+    expected = d_sae * r / (n // batch)  # 600 a batch
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 24.3, (counts.tolist(), chi2)  # chi-square, 7 degrees of freedom: p = 0.001
+    assert abs(float((picked < n // 2).double().mean()) - 0.5) < 0.03
+
+
+def test_a_batch_with_no_active_entries_only_counts_tokens():
+    acts = random_acts(n=120)
+    state = scan_in_batches(acts, CFG, 10)
+    before = {name: t.clone() for name, t in state.t.items()}
+    state.update(torch.zeros(5, acts.shape[1]), torch.arange(120, 125), torch.Generator().manual_seed(0))
+    for name, t in state.t.items():
+        expected = before[name] + 5 if name == "n_tokens" else before[name]
+        assert torch.equal(t, expected), name

@@ -1,5 +1,6 @@
 """Steering: every position (prompt, cached steps, sliding window), the no-op cases, the
-clamp formula, transcoders, cleanup and errors, on a tiny random GPT and random SAEs."""
+clamp formula, transcoders, cleanup and errors, on a tiny random GPT and random SAEs; the
+sweep's effect and cost on a planted latent, against hand-computed losses and counts."""
 
 import copy
 
@@ -7,7 +8,11 @@ import pytest
 import torch
 
 from tinycourse.config import ModelConfig, SAEConfig
-from tinycourse.interpret.steering import latent_activation, steer, steered_generations
+from tinycourse.corpus.storyworld import PLACES
+from tinycourse.interpret.logits import direct_logit_attribution
+from tinycourse.interpret.steering import (concept_token_ids, heldout_loss, latent_activation,
+                                           latents_boosting, place_words, steer,
+                                           steered_generations, steering_sweep)
 from tinycourse.lm.model import GPT, KVCache, generate
 from tinycourse.sae.model import SparseAutoencoder
 
@@ -182,3 +187,172 @@ def test_a_hook_of_the_wrong_width_says_so():
     with pytest.raises(ValueError, match="width 64 but the SAE writes d_out=32"), \
             steer(model, sae, LATENT, value=1.0):
         model(torch.tensor([PROMPT]))
+
+
+# --- the sweep: effect (concept share) and cost (held-out loss) ---------------------------
+
+LAST = "blocks.1.hook_resid_post"  # only the final norm and the unembedding come after it
+PROMPTS = [[1, 5, 9, 2, 7], [3, 3, 8], [10, 20, 30, 40], [7], [50, 51], [33, 2, 11]]
+STRENGTHS = [0.0, 0.1, 0.2, 0.5, 2.0]
+
+
+def confident_model():
+    """The tiny random GPT with its final norm's gain raised 10x: a random model's logits
+    are nearly flat, so a push toward one token would barely show in samples at T=1."""
+    model = make_model()
+    with torch.no_grad():
+        model.ln_final.weight.mul_(10.0)
+    return model
+
+
+def planted(model, token):
+    """An SAE on the last residual whose latent LATENT writes the unit unembedding
+    direction of `token`: adding it raises that token's logit above all others."""
+    torch.manual_seed(1)
+    sae = SparseAutoencoder(SAEConfig(kind="relu", d_sae=48, hook_in=LAST), d_in=32).eval()
+    with torch.no_grad():
+        u = model.W_U[:, token]
+        sae.W_dec[LATENT] = u / u.norm()
+    return sae
+
+
+def unwritten_token(model, n, **sampling):
+    """A token the unsteered model never writes from PROMPTS: its share starts at 0."""
+    rows = [generate(model, p, n, seed=j, **sampling) for j, p in enumerate(PROMPTS)]
+    written = {t for p, r in zip(PROMPTS, rows) for t in r[len(p):]}
+    return min(set(range(CFG.d_vocab)) - written)
+
+
+def reference_loss(model, sae, strength, tokens):
+    """The held-out loss with the push added by hand at the hook, log-softmax by hand."""
+    direction = sae.W_dec[LATENT].detach()
+    with model.hooks([(LAST, lambda x, hook: x + strength * direction)]):
+        logits = model(tokens[:, :-1]).double()
+    picked = logits.log_softmax(-1).gather(-1, tokens[:, 1:, None])
+    return float(-picked.mean())
+
+
+@torch.no_grad()
+def test_strength_zero_in_add_mode_is_the_unsteered_model_exactly():
+    model = confident_model()
+    sae = planted(model, 6)
+    held = torch.randint(0, CFG.d_vocab, (40, 17))  # 40 rows: two held-out batches
+    rows = steering_sweep(model, sae, LATENT, [0.0, 1.0], PROMPTS, {6}, held,
+                          max_new_tokens=12, seed=5, top_k=20)
+    assert rows[0]["generations"] == [generate(model, p, 12, seed=5 + j, top_k=20)
+                                      for j, p in enumerate(PROMPTS)]
+    assert rows[0]["heldout_loss"] == heldout_loss(model, held)
+    assert rows[0]["share_factor"] == 1.0 or rows[0]["share_factor"] is None
+    assert rows[0]["loss_increase"] == 0.0
+    torch.testing.assert_close(rows[0]["heldout_loss"], reference_loss(model, sae, 0.0, held))
+    torch.testing.assert_close(rows[1]["heldout_loss"], reference_loss(model, sae, 1.0, held))
+    assert rows[1]["generations"] != rows[0]["generations"]
+    assert no_hooks(model)
+
+
+@torch.no_grad()
+def test_a_planted_unembedding_latent_raises_its_token_and_the_loss_with_strength():
+    model = confident_model()
+    target = unwritten_token(model, 12)
+    sae = planted(model, target)
+    held = torch.randint(0, CFG.d_vocab, (8, 17))
+    rows = steering_sweep(model, sae, LATENT, STRENGTHS, PROMPTS, [target], held,
+                          max_new_tokens=12, seed=0)
+    shares = [r["concept_share"] for r in rows]
+    losses = [r["heldout_loss"] for r in rows]
+    # the share, recounted from the generations: prompt tokens never count
+    for r in rows:
+        written = [t for p, g in zip(PROMPTS, r["generations"]) for t in g[len(p):]]
+        assert r["generated_tokens"] == len(written) == 12 * len(PROMPTS)
+        assert r["concept_share"] == written.count(target) / len(written)
+    assert shares[0] == 0.0 and shares[-1] > 0.5
+    assert all(b >= a - 0.05 for a, b in zip(shares, shares[1:]))  # rises, up to sampling noise
+    assert all(b > a for a, b in zip(losses, losses[1:]))  # the cost grows with the push
+    assert rows[-1]["loss_increase"] > 1.0
+    for s, loss in zip(STRENGTHS, losses):
+        torch.testing.assert_close(loss, reference_loss(model, sae, s, held))
+
+
+@torch.no_grad()
+def test_latents_boosting_finds_the_planted_latent():
+    model = make_model()
+    sae = planted(model, 11)
+    ids, scores = latents_boosting(model, sae, [11], ln_scale=2.0, n=3)
+    assert ids.tolist()[0] == LATENT and ids.dtype == torch.int64
+    assert scores[0] > scores[1] >= scores[2]
+    # by hand: the centred row through the norm's gain and W_U, token minus vocabulary mean
+    row = sae.W_dec[LATENT] - sae.W_dec[LATENT].mean()
+    effect = (row * 2.0 * model.ln_final.weight) @ model.W_U
+    torch.testing.assert_close(scores[0], effect[11] - effect.mean())
+    every = direct_logit_attribution(model, sae, 2.0)  # (d_sae, d_vocab)
+    torch.testing.assert_close(scores, (every[:, 11] - every.mean(1))[ids])
+    # against other tokens: the mean over those is subtracted instead
+    ids, scores = latents_boosting(model, sae, [11], ln_scale=2.0, n=48, against=[2, 30])
+    torch.testing.assert_close(scores, (every[:, 11] - every[:, [2, 30]].mean(1))[ids])
+    assert ids[0] == LATENT and sorted(ids.tolist()) == list(range(48))
+
+
+class FakeTokenizer:
+    """Encodes from a table: 'sand' one token either way, 'castle' three after a space."""
+    TABLE = {"sand": [4], " sand": [5], "castle": [9], " castle": [6, 7, 8], "sea": [1, 2],
+             " sea": [3, 2]}
+
+    def encode(self, text):
+        return self.TABLE[text]
+
+
+def test_concept_token_ids_keeps_single_token_forms_unless_asked_for_first_pieces():
+    tok = FakeTokenizer()
+    assert concept_token_ids(tok, ["sand", "castle", "sea"]) == [4, 5, 9]
+    assert concept_token_ids(tok, ["sand", "castle", "sea"], multi_token="first") == [1, 3, 4, 5, 6, 9]
+    assert concept_token_ids(tok, "sand") == [4, 5]
+    with pytest.raises(ValueError, match="none of 1 words encodes to a single token"):
+        concept_token_ids(tok, ["sea"])
+
+
+def test_place_words_reads_the_storyworld_tables():
+    words = place_words("beach")
+    assert {"sand", "waves", "shell", "beach"} <= set(words) and words == sorted(words)
+    assert set(words) == PLACES["beach"].words
+    with pytest.raises(ValueError, match="unknown place 'moon': storyworld's places are park"):
+        place_words("moon")
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(strengths=[]), "strengths must be a non-empty list"),
+    (dict(strengths=[1.0, float("nan")]), "strengths must be a non-empty list of finite"),
+    (dict(strengths="big"), "strengths must be a list of numbers"),
+    (dict(prompts=[]), "prompts must be a non-empty list of non-empty token lists"),
+    (dict(prompts=[1, 2, 3]), "prompts must be a non-empty list of non-empty token lists"),
+    (dict(prompts=[[1, 99]]), "prompt ids must be in 0..63"),
+    (dict(concept_ids=set()), "concept_ids must be a non-empty set of ids in 0..63"),
+    (dict(concept_ids=[64]), "concept_ids must be a non-empty set of ids in 0..63, got 1 ids"),
+    (dict(concept_ids=["sand"]), "concept_ids must be token ids"),
+    (dict(heldout=torch.zeros(4, 17)), "heldout must be an int64 tensor"),
+    (dict(heldout=torch.zeros(17, dtype=torch.int64)), "heldout must be an int64 tensor"),
+    (dict(heldout=torch.zeros(2, 30, dtype=torch.int64)), "heldout rows must hold 2..17 tokens"),
+    (dict(heldout=torch.full((2, 5), 64)), "heldout ids must be in 0..63"),
+    (dict(max_new_tokens=0), "max_new_tokens must be a positive int"),
+    (dict(latent=48), "latent must be an int in 0..47"),
+    (dict(mode="push"), "mode must be one of"),
+])
+def test_sweep_bad_input_is_a_one_line_error(change, match):
+    model, sae = make_model(), make_sae()
+    args = dict(latent=LATENT, strengths=[0.0, 1.0], prompts=[PROMPT], concept_ids=[3],
+                heldout=torch.zeros(2, 9, dtype=torch.int64), max_new_tokens=4, mode="add")
+    args.update(change)
+    with pytest.raises(ValueError, match=match) as error:
+        steering_sweep(model, sae, args.pop("latent"), args.pop("strengths"), args.pop("prompts"),
+                       args.pop("concept_ids"), args.pop("heldout"), seed=0, **args)
+    assert "\n" not in str(error.value)
+    assert no_hooks(model)
+
+
+def test_latents_boosting_bad_input():
+    model, sae = make_model(), make_sae()
+    with pytest.raises(ValueError, match="token_ids must be a non-empty set of ids in 0..63"):
+        latents_boosting(model, sae, [70], ln_scale=1.0)
+    with pytest.raises(ValueError, match="n must be in 1..48"):
+        latents_boosting(model, sae, [3], ln_scale=1.0, n=0)
+    with pytest.raises(ValueError, match="against must be a non-empty set of ids"):
+        latents_boosting(model, sae, [3], ln_scale=1.0, against=[])

@@ -8,6 +8,7 @@ from tinycourse.report.page import SECTIONS, render
 
 TEMPLATES = files("tinycourse.report") / "templates"
 PAGE_PARTS = {"base.html", "macros.html", "provenance.html", "style.css"}
+OWN_PAGES = {"dashboard.html", "dashboard.css"}  # the features stage's page (report/dashboard.py)
 
 
 def test_every_section_has_a_template_and_a_stage():
@@ -18,7 +19,7 @@ def test_every_section_has_a_template_and_a_stage():
         assert module.STAGE in STAGES, module.__name__
         assert module.NAV and callable(module.gather)
     on_disk = {p.name for p in TEMPLATES.iterdir() if p.name.endswith((".html", ".css"))}
-    assert on_disk == PAGE_PARTS | {f"{a}.html" for a in anchors}  # no template left over
+    assert on_disk == PAGE_PARTS | OWN_PAGES | {f"{a}.html" for a in anchors}  # no template left over
 
 
 def test_text_from_the_run_is_escaped_even_inside_a_script():
@@ -42,3 +43,15 @@ def test_markup_only_where_a_template_wrote_it():
     assert "<td><b>CE loss recovered</b> (vs zero ablation)</td><td>0.5</td>" in page
     assert "&lt;hook&gt;" in page
     assert "<td>FVE</td><td>-</td>" in page  # a figure the run lacks reads as missing
+
+
+def test_circuitsvis_widgets_escape_their_props():
+    from tinycourse.report.bundle import attention_heads_html, colored_tokens_html
+
+    hostile = "</script><b>x</b>&"
+    coloured = colored_tokens_html([hostile, "b"], [0.5, 1.0], 'id"x')
+    assert "</script>" in coloured and coloured.count("</script>") == 1
+    assert "\\u003c/script\\u003e\\u003cb\\u003ex" in coloured and 'id="id&quot;x"' in coloured
+    assert "CircuitsVis.ColoredTokens" in coloured and '"values": [0.5, 1.0]' in coloured
+    heads = attention_heads_html([[[1.0, 0.0], [0.5, 0.5]]], [hostile, "b"], ["L0H0"], "cv")
+    assert heads.count("</script>") == 1 and "CircuitsVis.AttentionHeads" in heads

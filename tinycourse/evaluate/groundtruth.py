@@ -179,6 +179,12 @@ def auroc(scores: Tensor | SparseScores, labels: Tensor) -> Tensor:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos))
 
 
+def detection_auroc(scores: Tensor, labels: Tensor) -> float:
+    """`auroc` of one score vector (n,) against boolean labels (n,), as a float: how well
+    one latent's activation detects a label."""
+    return float(auroc(scores.reshape(-1, 1), labels.reshape(-1))[0])
+
+
 def best_f1(score: Tensor, labels: Tensor) -> tuple[float, float]:
     """(F1, threshold) of the rule `score >= threshold` at the best threshold, for one
     score (n,) and binary labels (n,). Thresholds are the score's distinct values."""
@@ -421,6 +427,7 @@ __all__ = [
     "SparseScores",
     "auroc",
     "best_f1",
+    "detection_auroc",
     "best_latent",
     "binary_targets",
     "context_windows",

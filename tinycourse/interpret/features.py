@@ -14,21 +14,25 @@ the shards at the end. Positions holding the start token are skipped when
 Per latent, in memory that does not grow with the tokens scanned (`ScanState`,
 O(d_sae x (top_k + reservoir))):
 
-  top contexts   the `top_k` largest activations and their positions. Each batch's
-                 per-latent top k is found with `torch.topk` over the batch's tokens and
-                 merged with the running top k by the same selection on their
-                 concatenation (`_select`): vectorised over latents, no loop. Tie rule:
-                 of equal activations the earliest position wins (the state keeps each
-                 row's entries in position order, so "earliest" is "leftmost", and rows
-                 tied at the k-th value are redone exactly), which makes the result
+  top contexts   the `top_k` largest activations and their positions. Only a batch's
+                 active (token, latent, value) entries are touched (a TopK SAE has k of
+                 d_sae per token), never a dense (d_sae, tokens) array: they are merged
+                 with the running top k (`_merge`) by a segmented selection on the
+                 concatenation (`_select`): one stable sort groups the entries by latent,
+                 largest first, and each latent keeps the first `top_k` of its group;
+                 vectorised over latents, no loop. Tie rule: of equal activations the
+                 earliest position wins (old slots are listed before the batch's entries,
+                 these in position order, and the sort is stable), which makes the result
                  deterministic and equal to `naive_top_contexts`.
   quantile       contexts at the activation quantiles (j + 1/2) / m, j < m. A latent's
-  samples        active tokens each get a random key (seeded by batch); the `reservoir`
-                 smallest keys seen so far are a uniform sample of its active tokens
-                 (bottom-k sampling: a reservoir sample that merges like the top k). After
-                 the pass, each quantile's activation is read off the latent's histogram
-                 (below; linear in log activation within a bin) and the reservoir context
-                 nearest to it is taken. A latent with few activations may repeat one.
+  samples        active tokens each get a random key (`scan_features` draws one per
+                 active entry of a batch, by token then by latent, from a generator seeded
+                 by the batch); the `reservoir` smallest keys seen so far are a uniform
+                 sample of its active tokens (bottom-k sampling: a reservoir sample that
+                 merges like the top k, by the same `_merge`). After the pass, each
+                 quantile's activation is read off the latent's histogram (below; linear
+                 in log activation within a bin) and the reservoir context nearest to it
+                 is taken. A latent with few activations may repeat one.
   histogram      counts of its non-zero activations over `hist_bins` fixed log-spaced
                  edges from 1e-3 to 1e3, the same for every latent (so histograms compare
                  and merge by addition before the scale is known); values outside fall in
@@ -111,37 +115,140 @@ def naive_top_contexts(acts: Tensor | np.ndarray, k: int) -> tuple[np.ndarray, n
     return values, positions
 
 
+@torch.no_grad()
+def merge_top_k(top_values: Tensor, top_positions: Tensor, latents: Tensor,
+                positions: Tensor) -> tuple[Tensor, Tensor]:
+    """The running top k (d_sae, k) values and positions (a slot is empty where its
+    position is -1 or its value is not > 0: -inf / -1 as the scan keeps them, 0 / -1 as
+    `top()` shows them) merged with a batch: latents (n, d_sae), positions (n,), all
+    later than the running ones -> (values (d_sae, k) float32, positions (d_sae, k) int64),
+    largest first, ties to the earliest position, empty slots 0 at position -1.
+
+    `ScanState`: its public `update` takes the running entries back (as
+    one batch, a row per distinct position, each latent's value where it was kept), then
+    the new batch; `top()` is the answer."""
+    d_sae, k = top_values.shape
+    state = ScanState(d_sae, FeaturesConfig(top_k=k))
+    filled = (top_positions >= 0) & (top_values > 0)
+    if bool(filled.any()):
+        kept = top_positions[filled].long()
+        rows = kept.unique()  # sorted
+        old = torch.zeros(len(rows), d_sae)
+        old[torch.searchsorted(rows, kept), filled.nonzero()[:, 0]] = top_values[filled].float()
+        state.update(old, rows)
+    state.update(latents.float(), positions.long())
+    return state.top()
+
+
 # --- the bounded scan ----------------------------------------------------------------------
 
-def _select(score: Tensor, k: int) -> Tensor:
-    """Column indices (d, k) of each row's k largest scores, ties to the leftmost, in
-    column order. score (d, n), n >= k.
+def _sort_key(latent: Tensor, score: Tensor, largest: bool) -> Tensor:
+    """One int64 per entry that sorts like (latent ascending, then score largest or
+    smallest first). latent (N,) int64, 0 <= latent < 2^32; score (N,) float32 >= 0 ->
+    (N,) int64.
 
-    `torch.topk` finds them, but breaks ties at the k-th value arbitrarily, so rows where
-    more columns equal the k-th value than fit are redone exactly: everything above it,
-    then the leftmost of those equal to it. Rows whose k-th value is -inf (fewer than k
-    real entries) keep topk's pick: the -inf slots it adds are empty and never shown."""
-    top = score.topk(k, dim=1)
-    kth = top.values[:, -1:]  # (d, 1)
-    cols = top.indices
-    tied = torch.isfinite(kth[:, 0]) & ((score >= kth).sum(1) > k)
-    if bool(tied.any()):
-        rows = tied.nonzero()[:, 0]
-        sub, sub_kth = score[rows], kth[rows]
-        above = sub > sub_kth
-        need = k - above.sum(1, keepdim=True)
-        equal = sub == sub_kth
-        chosen = above | (equal & (equal.cumsum(1) <= need))
-        cols[rows] = chosen.nonzero()[:, 1].view(len(rows), k)
-    return cols.sort(dim=1).values
+    A non-negative float32's bit pattern, read as an int32, orders exactly as the float
+    does, so the pair packs into one integer with the latent in the high bits. Why pack:
+    one sort of integers instead of a float sort and then a stable sort by latent, which
+    costs several times more (benchmarks/README.md)."""
+    bits = score.contiguous().view(torch.int32).long()  # in [0, 2^31)
+    if largest:
+        bits = (2**31 - 1) - bits
+    return latent * 2**31 + bits
+
+
+def _select(latent: Tensor, score: Tensor, k: int, d_sae: int, largest: bool) -> tuple[Tensor, Tensor]:
+    """Each latent's k best entries by score, ties to the entry listed first.
+    latent (N,) int64 < d_sae; score (N,) float32 >= 0; largest: best = largest score
+    (else smallest) -> (pick (M,) indices into the N entries, slot (M,) each one's rank
+    within its latent, 0 = best), M <= d_sae x k.
+
+    A segmented selection, no loop over latents: one stable sort groups the entries by
+    latent, best first within a group and equal scores in the order listed; an entry's
+    rank is its place in that order minus where its latent's group starts."""
+    order = _sort_key(latent, score, largest).argsort(stable=True)
+    sorted_latent = latent[order]
+    count = torch.bincount(sorted_latent, minlength=d_sae)
+    start = count.cumsum(0) - count  # (d_sae,) where each latent's group starts in `order`
+    rank = torch.arange(len(order), device=latent.device) - start[sorted_latent]
+    keep = rank < k
+    return order[keep], rank[keep]
+
+
+def _merge(slots: dict[str, Tensor], latent: Tensor, new: dict[str, Tensor], *, by: str,
+           largest: bool) -> dict[str, Tensor]:
+    """Fold new entries into per-latent slots kept best first: each latent keeps the k
+    best of its old slots and its new entries by `by`, ties to the old ones, then to the
+    earlier new ones.
+
+    slots {name: (d_sae, k)}, slots[by] >= 0 and +-inf where empty (the other tensors are
+    not read there); latent (N,) int64, the new entries' latents, in position order;
+    new {name: (N,)}, the same names, new[by] finite >= 0
+    -> {name: (d_sae, k)}, best first; empty slots +-inf in `by`, -1 (int64) or 0 elsewhere.
+
+    Never the dense (d_sae, tokens) scores: only the new entries that can get in and the
+    old slots of the latents they reach are sorted. The old slots go first, row by row in
+    slot order, and they are all earlier positions than the new ones, so "listed first"
+    is the tie rule: the earliest position wins."""
+    d_sae, k = slots[by].shape
+    # a new entry that does not beat its latent's k-th slot cannot get in (a tie goes to
+    # the old one); a row with room has +-inf there, which every entry beats
+    kth = slots[by][latent, -1]
+    beats = new[by] > kth if largest else new[by] < kth
+    latent, new = latent[beats], {name: v[beats] for name, v in new.items()}
+    # only the latents some new entry reaches are redone; the others keep their slots
+    touched = torch.zeros(d_sae, dtype=torch.bool, device=latent.device)
+    touched[latent] = True
+    # the touched rows' filled slots as flat indices, row by row (a row's filled slots come first)
+    old = (torch.isfinite(slots[by]) & touched[:, None]).reshape(-1).nonzero()[:, 0]
+    all_latent = torch.cat([old // k, latent])
+    entries = {name: torch.cat([t.reshape(-1)[old], new[name]]) for name, t in slots.items()}
+    pick, slot = _select(all_latent, entries[by], k, d_sae, largest)
+    row = all_latent[pick]
+    out = {}
+    for name, t in slots.items():
+        empty = (-math.inf if largest else math.inf) if name == by else (-1 if t.dtype == torch.int64 else 0)
+        out[name] = t.clone()
+        out[name][touched] = empty
+        out[name][row, slot] = entries[name][pick]
+    return out
+
+
+def _active(latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The batch's active entries, by token then by latent (row-major), so each latent's
+    come in position order. latents (n, d_sae) -> (token (nnz,), latent (nnz,) int64,
+    value (nnz,) float32 > 0)."""
+    flat = latents.float().reshape(-1)
+    index = flat.nonzero()[:, 0]  # a 1-D nonzero: cheaper than a 2-D one or `flat > 0` first
+    value = flat[index]
+    positive = value > 0  # latents are >= 0; this drops anything else (negative, NaN)
+    index, value = index[positive], value[positive]
+    d_sae = latents.shape[1]
+    return index // d_sae, index % d_sae, value
+
+
+def _sum_by_latent(latent: Tensor, value: Tensor, count: Tensor) -> Tensor:
+    """Per-latent sums of the entries' values in float64. latent (N,) int64, value (N,),
+    count (d_sae,) = bincount(latent) -> (d_sae,) float64.
+
+    Why not index_add_: on a GPU it adds floats in no fixed order, and a resumed scan must
+    write the same bytes. Here the values are sorted by latent (stable) and each latent's
+    sum is the difference of one running sum at its group's ends: the same order on every
+    device and every run."""
+    running = value[latent.argsort(stable=True)].double().cumsum(0)
+    end = count.cumsum(0)
+    at_end = torch.cat([running.new_zeros(1), running])[end]
+    at_start = torch.cat([running.new_zeros(1), at_end[:-1]])
+    return at_end - at_start
 
 
 class ScanState:
     """The running per-latent state of a scan; its size depends on d_sae and the config,
     never on the tokens seen. Empty top / reservoir slots hold score -inf at position -1.
 
-    Every row keeps its filled slots in position order, so a merge (old slots, then the
-    new batch's, all later) can break ties by column."""
+    Every row keeps its filled slots first and best first (largest activation, or
+    smallest reservoir key; ties by earliest position), so a merge that lists the old
+    slots before the batch's entries breaks ties by the order it lists them in."""
 
     def __init__(self, d_sae: int, cfg: FeaturesConfig, device: torch.device | str = "cpu"):
         self.cfg, self.d_sae = cfg, d_sae
@@ -169,53 +276,52 @@ class ScanState:
         return sum(t.numel() * t.element_size() for t in self.t.values())
 
     @torch.no_grad()
-    def update(self, latents: Tensor, positions: Tensor, keys: Tensor | None = None,
+    def update(self, latents: Tensor, positions: Tensor, keys: Tensor | torch.Generator | None = None,
                ln_scale: Tensor | None = None) -> None:
         """Fold one batch in. latents (n, d_sae) >= 0 of the counted tokens; positions (n,)
-        int64, increasing and after every earlier batch's; keys (n, d_sae) uniform random
-        (the reservoir's; None: zeros, only for tests of the top k); ln_scale (n,) the
-        final norm's scale at those tokens (None: not measured)."""
+        int64, increasing and after every earlier batch's; keys: the reservoir's uniform
+        random keys, a torch.Generator (one key drawn per active entry, in the order of
+        `_active`: by token, then by latent, as `scan_features` does), or an (n, d_sae)
+        tensor of them (only the active entries' are read), or None (zeros: the earliest
+        active tokens are kept; only for tests of the top k); ln_scale (n,) the final
+        norm's scale at those tokens (None: not measured).
+
+        Works on the active entries only (a TopK SAE has k of d_sae per token), never on
+        a dense (d_sae, n) tensor of scores or keys."""
         t, cfg = self.t, self.cfg
         if len(positions) == 0:
             return
-        latents = latents.float()
-        active = latents > 0
-        scores = torch.where(active, latents, -math.inf).T  # (d_sae, n)
-        pos = positions.to(latents.device).expand(self.d_sae, -1)
-        # top k: this batch's, then merged with the running ones (old columns first)
-        k = min(cfg.top_k, len(positions))
-        cols = _select(scores, k)
-        values = torch.cat([t["top_values"], scores.gather(1, cols)], 1)
-        where = torch.cat([t["top_positions"], pos.gather(1, cols)], 1)
-        keep = _select(values, cfg.top_k)
-        t["top_values"], t["top_positions"] = values.gather(1, keep), where.gather(1, keep)
-        # reservoir: the smallest random keys among active tokens, kept the same way
-        if keys is None:
-            keys = torch.zeros_like(latents)
-        res = torch.where(active, -keys.float(), -math.inf).T
-        r = min(cfg.reservoir, len(positions))
-        cols = _select(res, r)
-        res_scores = torch.cat([t["res_scores"], res.gather(1, cols)], 1)
-        res_values = torch.cat([t["res_values"], latents.T.gather(1, cols)], 1)
-        res_where = torch.cat([t["res_positions"], pos.gather(1, cols)], 1)
-        keep = _select(res_scores, cfg.reservoir)
-        t["res_scores"] = res_scores.gather(1, keep)
-        t["res_values"], t["res_positions"] = res_values.gather(1, keep), res_where.gather(1, keep)
+        token, latent, value = _active(latents)
+        position = positions.to(latents.device)[token]
+        # top k: the largest activations, ties to the earliest position
+        top = _merge({"value": t["top_values"], "position": t["top_positions"]}, latent,
+                     {"value": value, "position": position}, by="value", largest=True)
+        t["top_values"], t["top_positions"] = top["value"], top["position"]
+        # reservoir: the smallest random keys among active tokens (res_scores holds minus the key)
+        if isinstance(keys, torch.Generator):
+            key = torch.rand(len(value), generator=keys, device=latents.device)
+        elif keys is not None:
+            key = keys.to(latents.device).float()[token, latent]
+        else:
+            key = torch.zeros_like(value)
+        res = _merge({"key": -t["res_scores"], "value": t["res_values"], "position": t["res_positions"]},
+                     latent, {"key": key, "value": value, "position": position}, by="key", largest=False)
+        t["res_scores"], t["res_values"], t["res_positions"] = -res["key"], res["value"], res["position"]
         # histogram of the non-zero activations, and the running sums
-        token, latent = active.nonzero(as_tuple=True)
-        value = latents[token, latent]
         bins = ((value.log10() - self._log_lo) / self._bin_width).floor().long().clamp_(0, cfg.hist_bins - 1)
         t["hist"].view(-1).index_add_(0, latent * cfg.hist_bins + bins, torch.ones_like(bins))
-        t["n_active"] += active.sum(0)
-        t["sum_active"] += latents.sum(0, dtype=torch.float64)
-        t["max_active"] = torch.maximum(t["max_active"], latents.max(0).values)
+        count = torch.bincount(latent, minlength=self.d_sae)
+        t["n_active"] += count
+        t["sum_active"] += _sum_by_latent(latent, value, count)
+        t["max_active"].scatter_reduce_(0, latent, value, "amax")  # starts at 0, so inactive stays 0
         t["n_tokens"] += len(positions)
         if ln_scale is not None:
             t["ln_sum"] += ln_scale.double().sum()
 
     def top(self) -> tuple[Tensor, Tensor]:
-        """(values (d_sae, top_k), positions): largest first, ties by earliest position
-        (a stable sort of slots kept in position order); empty slots 0 at position -1."""
+        """(values (d_sae, top_k), positions): largest first, ties by earliest position;
+        empty slots 0 at position -1. The slots are kept in this order already; the stable
+        sort only makes sure of it (cheap: d_sae x top_k)."""
         values, order = self.t["top_values"].sort(dim=1, descending=True, stable=True)
         positions = self.t["top_positions"].gather(1, order)
         empty = torch.isinf(values)
@@ -370,8 +476,8 @@ def scan_features(model, sae: SparseAutoencoder, shards: Shards, cfg: FeaturesCo
                     raise ValueError(f"{hook_in} has {x.shape[-1]} values but the SAE reads {sae.d_in}")
                 counted = (ids.reshape(-1) != start_id) if start_id is not None else torch.ones_like(positions, dtype=torch.bool)
                 latents = sae.encode(x[counted].float())
-                generator = torch.Generator(device=device).manual_seed(cfg.seed * KEY_SEED_STRIDE + batch)
-                keys = torch.rand(latents.shape, generator=generator, device=device)
+                # the reservoir's keys: drawn by `update`, one per active entry, from this batch's seed
+                keys = torch.Generator(device=device).manual_seed(cfg.seed * KEY_SEED_STRIDE + batch)
                 scale = _final_norm_scale(model, cache[final].reshape(-1, model.cfg.d_model)[counted])
                 state.update(latents, positions[counted], keys, scale)
             done = batch + 1
@@ -465,5 +571,5 @@ def latent_record(features: dict, latent: int) -> dict:
     return {key: features[key][latent].tolist() for key in keys if key in features}
 
 
-__all__ = ["scan_features", "load_features", "latent_record", "naive_top_contexts", "ScanState",
+__all__ = ["scan_features", "load_features", "latent_record", "naive_top_contexts", "merge_top_k", "ScanState",
            "context_windows", "hist_edges"]

@@ -52,11 +52,20 @@ def direct_logit_attribution(model, sae: SparseAutoencoder, ln_scale: float) -> 
                          f"stream has d_model={model.cfg.d_model}: was it trained on another model?")
     rows = sae.W_dec.detach().float().to(model.W_U.device)  # (d_sae, d_model)
     norm = model.ln_final
+    W_U = model.W_U.detach().float()
     if norm.kind == "layernorm":
-        rows = rows - rows.mean(-1, keepdim=True)
-    if norm.kind != "none":
+        return layernorm_logit_effects(rows, norm.weight.detach().float(), ln_scale, W_U)
+    if norm.kind == "rmsnorm":  # RMSNorm does not centre
         rows = rows * ln_scale * norm.weight.detach().float()
-    return rows @ model.W_U.detach().float()
+    return rows @ W_U
+
+
+def layernorm_logit_effects(W_dec: Tensor, w: Tensor, ln_scale: float, W_U: Tensor) -> Tensor:
+    """The formula for a final LayerNorm: (center(W_dec) * ln_scale * w) @ W_U.
+    W_dec (d_sae, d_model), w (d_model,) the norm's weight, W_U (d_model, d_vocab) ->
+    (d_sae, d_vocab); center() subtracts each row's mean, as LayerNorm does."""
+    rows = W_dec - W_dec.mean(-1, keepdim=True)
+    return (rows * ln_scale * w) @ W_U
 
 
 def top_logit_tokens(effects: Tensor, n: int) -> dict[str, Tensor]:
@@ -81,4 +90,4 @@ def logit_histogram(effects: Tensor, bins: int) -> tuple[Tensor, Tensor]:
     return counts.cpu(), edges
 
 
-__all__ = ["direct_logit_attribution", "top_logit_tokens", "logit_histogram", "writes_residual"]
+__all__ = ["direct_logit_attribution", "layernorm_logit_effects", "top_logit_tokens", "logit_histogram", "writes_residual"]

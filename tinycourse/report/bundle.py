@@ -36,15 +36,28 @@ def attention_heads_html(attention, tokens: list[str], head_names: list[str], el
     """A CircuitsVis AttentionHeads widget (attention (heads, query, key), one label per token)
     as an HTML snippet that draws from the inlined bundle (`circuitsvis_script`), for a
     page or `IPython.display.HTML`."""
-    import html
-    import json
-
     import numpy as np
 
     props = {"attention": np.round(np.asarray(attention, dtype=np.float64), 3).tolist(), "tokens": tokens,
              "maskUpperTri": True, "attentionHeadNames": head_names}
+    return _widget("AttentionHeads", props, element_id)
+
+
+def colored_tokens_html(tokens: list[str], values, element_id: str) -> str:
+    """A CircuitsVis ColoredTokens widget: each token shaded by its value (pos,), e.g. one
+    latent's activation along a prompt; draws from the inlined bundle like the above."""
+    import numpy as np
+
+    props = {"tokens": tokens, "values": np.round(np.asarray(values, dtype=np.float64), 4).tolist()}
+    return _widget("ColoredTokens", props, element_id)
+
+
+def _widget(component: str, props: dict, element_id: str) -> str:
+    import html
+    import json
+
     # escape <, > and & as JSON \\u escapes, so a token cannot close the <script> early
     payload = json.dumps(props).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     element = html.escape(element_id, quote=True)
     return (f'<div id="{element}" class="cv"></div>'
-            f'<script>CircuitsVis.render("{element}", CircuitsVis.AttentionHeads, {payload});</script>')
+            f'<script>CircuitsVis.render("{element}", CircuitsVis.{component}, {payload});</script>')

@@ -1,7 +1,9 @@
 """The features section: what the `sae` stage's latents respond to, from the features
 stage's scan of the validation split (`interpret/features.py`). The densest latents with
-their top context and the tokens they boost and suppress through the unembedding (direct
-logit attribution), and the histogram of every latent's firing density.
+their top context, auto-label, causal effect and the tokens they boost and suppress
+through the unembedding (direct logit attribution); the auto-labels' held-out scores
+against random and PCA directions; the place-steering sweep (storyworld); the histogram
+of every latent's firing density; a link to the stage's own dashboard page.
 
 Rendered by templates/features.html. Token text goes in as text: the template escapes it.
 """
@@ -35,6 +37,8 @@ def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | 
     density = feats["density"].numpy()
     text = _token_text(root)
     width = index["config"]["context"]
+    labels = read_json(folder / "labels.json") or {}
+    effects = _effects(folder)
     rows = []
     for latent in np.argsort(-density, kind="stable")[:SHOWN]:
         window = feats["top_windows"][latent, 0].tolist()
@@ -43,13 +47,31 @@ def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | 
                "before": "".join(text(i) for i in window[:width] if i >= 0),
                "token": text(window[width]) if window[width] >= 0 else "",
                "after": "".join(text(i) for i in window[width + 1:] if i >= 0),
-               "boost": [], "suppress": []}
+               "boost": [], "suppress": [], "label": None, "detection": None, "effect": None}
+        if labels.get("latents"):
+            entry = labels["latents"][latent]
+            row["label"], row["detection"] = entry.get("label"), entry.get("detection_auroc")
+        if effects is not None and np.isfinite(effects[latent]):
+            row["effect"] = float(effects[latent])
         if "dla_boost_ids" in feats:
             row["boost"] = [text(i) for i in feats["dla_boost_ids"][latent, :LOGITS_SHOWN].tolist()]
             row["suppress"] = [text(i) for i in feats["dla_suppress_ids"][latent, :LOGITS_SHOWN].tolist()]
         rows.append(row)
+    steering = read_json(folder / "steering.json")
     return {"index": index, "summary": manifests["features"]["summary"], "rows": rows,
-            "dla_skipped": index["dla"].get("skipped"), "density_figure": _density_figure(density)}
+            "dla_skipped": index["dla"].get("skipped"), "density_figure": _density_figure(density),
+            "label_method": labels.get("method"), "label_scores": labels.get("summary"),
+            "steering": steering, "dashboard": (folder / "index.html").is_file()}
+
+
+def _effects(folder: Path) -> np.ndarray | None:
+    """Each latent's mean causal effect (nats), or None before the stage wrote them."""
+    path = folder / "effects.safetensors"
+    if not path.is_file():
+        return None
+    import safetensors.numpy
+
+    return safetensors.numpy.load_file(path)["effect_mean"]
 
 
 def _token_text(root: Path):
