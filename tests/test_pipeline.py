@@ -122,6 +122,9 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
         "sae.d_sae=64", "sae.k=4", "sae.n_tokens=20000", "sae.batch_size=256",
         "sae.checkpoint_every=40", "sweep.values=2,8", "sweep.n_tokens=10000",
         "eval.n_tokens=2000", "eval.batch_size=8",
+        "transcoders.d_sae=64", "transcoders.k=4", "transcoders.n_tokens=5120",
+        "transcoders.batch_size=256", "transcoders.checkpoint_every=10",
+        "transcoders.lm_batch_size=16", "transcoders.eval_tokens=1000",
     ])
     run = make_run(small, tmp_path)
     sae = run.sae()
@@ -184,6 +187,27 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     assert 'id="dashboard-data"' in dashboard
     assert "causal_effect_mean" in features and "detection_auroc_sae" in features
     assert '<section id="features">' in page.read_text()
+    # a transcoder per MLP from one stream, each alone and all spliced in at once
+    transcoders = json.loads((run.stage_dir("transcoders") / "transcoders.json").read_text())
+    assert transcoders["layers"] == [0, 1] and 0 < transcoders["n_tokens"] < 1000 + 32  # whole windows
+    assert [r["hook_out"] for r in transcoders["per_layer"]] == ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
+    assert all(r["l0"] <= 4 and r["train"]["tokens"] == 5120 for r in transcoders["per_layer"])
+    assert {"ce_loss_recovered", "kl", "ce_mean_ablation"} <= set(transcoders["replacement"])
+    manifest = json.loads((run.stage_dir("transcoders") / "manifest.json").read_text())
+    assert set(manifest["upstream"]) == {"shards", "lm"} and manifest["summary"]["layers"] == 2
+    assert '<section id="transcoders">' in page.read_text() and "every MLP replaced" in page.read_text()
+    # the features stage studied each transcoder too; the circuits stage labels its graphs from them
+    for layer in (0, 1):
+        tc_labels = json.loads((feature_dir / "transcoders" / f"layer_{layer}" / "labels.json").read_text())
+        assert len(tc_labels["latents"]) == 64
+    assert "transcoder_1" in features
+    circuits = json.loads((run.stage_dir("circuits") / "circuits.json").read_text())
+    assert circuits["labelled_from"] == ["features/transcoders/layer_0", "features/transcoders/layer_1"]
+    for graph in circuits["graphs"]:  # the items of the shipped suites that fit this model's n_ctx
+        assert (run.stage_dir("circuits") / f"{graph['slug']}.html").is_file()
+        assert 0 <= graph["completeness_score"] <= 1 and graph["nodes_kept"] <= graph["features"] + 64
+    heads_dir = run.stage_dir("heads")
+    assert {"examples.json", "patterns.json", "index.html"} <= {p.name for p in heads_dir.iterdir()}
 
     # an SAE on a hook the store does not hold is refused with the fix in the message
     wrong = apply_overrides(small, ["sae.hook_in=blocks.0.hook_resid_post"])

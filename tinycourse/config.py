@@ -300,6 +300,87 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class TranscodersConfig:
+    """A transcoder for every MLP of the LM: layer i's reads the MLP's input
+    `blocks.{i}.ln2.hook_normalized` and predicts its output `blocks.{i}.hook_mlp_out`.
+
+    All layers train together on one stream (`sae.transcoders`): each batch of windows
+    runs through the LM once, nothing goes to disk, and every layer's transcoder steps on
+    the same token rows. The per-layer settings are a `SAEConfig`'s (`sae_config`); those
+    not named here keep SAEConfig's defaults. Then each is measured on `eval_tokens`
+    validation tokens, alone and with every MLP replaced at once (`evaluate.replacement`).
+    """
+
+    layers: tuple[int, ...] = ()  # () = every layer of the model
+    kind: str = "topk"  # relu | topk | batchtopk | jumprelu, as sae.kind
+    d_sae: int = 1024
+    k: int = 16  # topk / batchtopk: active latents per token
+    l1_coeff: float = 5.0  # relu
+    l0_coeff: float = 0.3  # jumprelu
+    skip_connection: bool = False  # a linear skip path W_skip x beside the latents
+    n_tokens: int = 1_000_000  # training tokens, each seen by every layer's transcoder
+    batch_size: int = 1024  # token rows per step
+    lr: float = 1e-3
+    lr_warmup_steps: int = 50
+    dead_after_tokens: int = 100_000  # a latent silent this many tokens counts as dead
+    dtype: str = "float32"  # float32 | bfloat16 (autocast)
+    compile: bool = False
+    checkpoint_every: int = 500
+    lm_batch_size: int = 64  # sequences per LM forward (training stream and evaluation)
+    eval_tokens: int = 50_000  # validation tokens the figures are measured on
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("transcoders.kind", self.kind, ("relu", "topk", "batchtopk", "jumprelu"))
+        _check_choice("transcoders.dtype", self.dtype, ("float32", "bfloat16"))
+        for name in ("d_sae", "k", "n_tokens", "batch_size", "lr", "checkpoint_every",
+                     "lm_batch_size", "eval_tokens", "dead_after_tokens"):
+            _check_positive(f"transcoders.{name}", getattr(self, name))
+        if self.kind in ("topk", "batchtopk") and self.k > self.d_sae:
+            raise ConfigError(f"transcoders.k={self.k} is larger than transcoders.d_sae={self.d_sae}")
+        if self.n_tokens < self.batch_size:
+            raise ConfigError(f"transcoders.n_tokens={self.n_tokens} is less than one batch "
+                              f"(transcoders.batch_size={self.batch_size})")
+        if any(layer < 0 for layer in self.layers) or len(set(self.layers)) != len(self.layers):
+            raise ConfigError(f"transcoders.layers={self.layers} must be distinct layer indices "
+                              f">= 0, e.g. --set transcoders.layers=0,1 (empty = every layer)")
+
+    def sae_config(self, layer: int) -> SAEConfig:
+        """Layer `layer`'s transcoder as the SAE trainer reads it."""
+        return SAEConfig(
+            kind=self.kind, hook_in=f"blocks.{layer}.ln2.hook_normalized",
+            hook_out=f"blocks.{layer}.hook_mlp_out", d_sae=self.d_sae, k=self.k,
+            l1_coeff=self.l1_coeff, l0_coeff=self.l0_coeff, skip_connection=self.skip_connection,
+            n_tokens=self.n_tokens, batch_size=self.batch_size, lr=self.lr,
+            lr_warmup_steps=self.lr_warmup_steps, dead_after_tokens=self.dead_after_tokens,
+            dtype=self.dtype, compile=self.compile, checkpoint_every=self.checkpoint_every,
+            seed=self.seed)
+
+
+@dataclass(frozen=True)
+class CircuitsConfig:
+    """Attribution graphs through the transcoders stage's dictionaries, for prompts the
+    course ships (`interpret.circuits`): the first `prompts` items of each capability in
+    `capabilities`, from the run's task suites (storyworld's, or TinyStories' hand-written
+    ones on real text), each graph explaining the answer's and the wrong answer's logits."""
+
+    capabilities: tuple[str, ...] = ("repeated_names", "indirect_object")
+    prompts: int = 1  # items per capability
+    node_threshold: float = 0.8  # keep the nodes carrying this share of the logits' influence
+    edge_threshold: float = 0.98  # ... and the edges carrying this share
+    intervention_top: int = 20  # the most influential features ablated in the real model
+
+    def __post_init__(self) -> None:
+        if not self.capabilities:
+            raise ConfigError("circuits.capabilities is empty; name a task suite, e.g. indirect_object")
+        for name in ("node_threshold", "edge_threshold"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"circuits.{name} must be in (0, 1], got {getattr(self, name)}")
+        for name in ("prompts", "intervention_top"):
+            _check_positive(f"circuits.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
 class FeaturesConfig:
     """One pass over the validation split through the LM and the dictionary, keeping per
     latent its top contexts, contexts at activation quantiles, an activation histogram,
@@ -352,7 +433,9 @@ class CourseConfig:
     sae: SAEConfig = field(default_factory=SAEConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    transcoders: TranscodersConfig = field(default_factory=TranscodersConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    circuits: CircuitsConfig = field(default_factory=CircuitsConfig)
 
     @property
     def resolved_model(self) -> ModelConfig:
@@ -395,6 +478,9 @@ PRESETS: dict[str, CourseConfig] = {
                       n_tokens=2_000_000, batch_size=1024, lr=1e-3),
         # four k values sharing one pass of 500K tokens
         sweep=SweepConfig(values=(4, 8, 16, 32), n_tokens=500_000),
+        # both MLPs, 4x their input width, k=16, one pass of 1M streamed tokens
+        transcoders=TranscodersConfig(d_sae=512, k=16, n_tokens=1_000_000, batch_size=1024,
+                                      lr=1e-3),
         # the whole validation split (~35K tokens)
         features=FeaturesConfig(n_tokens=0, label_tokens=0),
     ),
@@ -415,6 +501,8 @@ PRESETS: dict[str, CourseConfig] = {
         sae=SAEConfig(kind="topk", hook_in="blocks.2.hook_resid_pre", d_sae=2048, k=32,
                       n_tokens=20_000_000, batch_size=2048, lr=5e-4),
         sweep=SweepConfig(values=(8, 16, 32, 64), n_tokens=5_000_000),
+        transcoders=TranscodersConfig(d_sae=2048, k=32, n_tokens=10_000_000, batch_size=2048,
+                                      lr=5e-4),
         features=FeaturesConfig(n_tokens=1_000_000),
     ),
     # One 24 GB GPU: the full TinyStories train set (~2.1M stories, ~470M tokens) and a
@@ -439,6 +527,10 @@ PRESETS: dict[str, CourseConfig] = {
                       l1_coeff=5.0, n_tokens=200_000_000, batch_size=4096, lr=5e-5,
                       dtype="bfloat16", compile=True, checkpoint_every=5000),
         sweep=SweepConfig(values=(1.0, 2.0, 5.0, 10.0), n_tokens=50_000_000),
+        # TinyModel's transcoders: 16K latents on each of the 4 MLPs, all from one stream
+        transcoders=TranscodersConfig(d_sae=16_384, k=32, n_tokens=100_000_000, batch_size=4096,
+                                      lr=2e-4, dtype="bfloat16", compile=True,
+                                      checkpoint_every=2000, lm_batch_size=256),
         # the running state is ~20 MB (16K latents x 80 kept contexts); a batch's latents,
         # 16 x 256 tokens x 16K latents, are ~270 MB of float32 per temporary
         features=FeaturesConfig(n_tokens=10_000_000, batch_size=16, checkpoint_every=200),
@@ -459,14 +551,15 @@ def preset(name: str) -> CourseConfig:
 
 def _parse_value(text: str, annotation: object, where: str) -> object:
     """Parse `text` as a value of the (string) dataclass annotation `annotation`."""
-    if str(annotation) in ("tuple[str, ...]", "tuple[float, ...]"):
+    if str(annotation) in ("tuple[str, ...]", "tuple[float, ...]", "tuple[int, ...]"):
         parts = [part.strip() for part in text.split(",") if part.strip()]
         if str(annotation) == "tuple[str, ...]":
             return tuple(parts)
+        kind = int if str(annotation) == "tuple[int, ...]" else float
         try:
-            return tuple(float(part) for part in parts)
+            return tuple(kind(part) for part in parts)
         except ValueError:
-            raise ConfigError(f"{where} expects comma-separated numbers, got {text!r}") from None
+            raise ConfigError(f"{where} expects comma-separated {kind.__name__}s, got {text!r}") from None
     kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(annotation))
     if kind is None:
         raise ConfigError(f"{where} has type {annotation} which --set cannot parse")
@@ -533,7 +626,7 @@ def from_dict(data: dict) -> CourseConfig:
     classes = {"data": DataConfig, "tokenizer": TokenizerConfig, "shards": ShardsConfig,
                "model": ModelConfig, "train": TrainConfig, "activations": ActivationsConfig,
                "sae": SAEConfig, "sweep": SweepConfig, "eval": EvalConfig,
-               "features": FeaturesConfig}
+               "transcoders": TranscodersConfig, "features": FeaturesConfig, "circuits": CircuitsConfig}
     parts = {}
     for key, value in data.items():
         if key in classes:
@@ -546,6 +639,6 @@ def from_dict(data: dict) -> CourseConfig:
 
 __all__ = [
     "ConfigError", "DataConfig", "TokenizerConfig", "ShardsConfig", "ModelConfig",
-    "TrainConfig", "ActivationsConfig", "SAEConfig", "SweepConfig", "EvalConfig", "FeaturesConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
+    "TrainConfig", "ActivationsConfig", "SAEConfig", "SweepConfig", "EvalConfig", "TranscodersConfig", "FeaturesConfig", "CircuitsConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
     "from_dict",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -298,17 +299,24 @@ def build_heads(run: Run, folder: Path) -> dict:
     TransformerLens's head_detector's), Q/K/V composition with its random baseline, OV
     copying, zero and mean ablation of each head on labelled token groups, a one-line
     description of each head, and head formation across the lm stage's snapshots
-    (heads.json; see `interpret/heads.py`, `ablation.py`, `catalogue.py`, `formation.py`)."""
+    (heads.json; see `interpret/heads.py`, `ablation.py`, `catalogue.py`, `formation.py`);
+    the queries where each head is most active (examples.json, `head_examples.py`), its
+    patterns on a story and the TinyStories-1L-21M study's prompt (patterns.json), and the
+    catalogue page of all of it, index.html (`report/heads_page.py`)."""
     from tqdm.auto import tqdm
 
+    from .artifacts import atomic_write_text
     from .interpret.ablation import ablation_table, induction_groups, story_groups
     from .interpret.catalogue import catalogue
     from .interpret.formation import head_formation, nan_to_none, story_batch
+    from .interpret.head_examples import (MEASURES, STUDY_PROMPT, example_records, head_examples,
+                                          prompt_patterns, token_label)
     from .interpret.heads import (SCORES, composition_baseline, composition_scores,
                                   copying_scores, head_detector_scores, head_scores, pivot_ids)
     from .interpret.in_context import repeated_sequences, training_token_ids
     from .lm.model import load_model
     from .lm.snapshots import list_snapshots
+    from .report.heads_page import write_heads_page
 
     lm_dir = run.stage_dir("lm")
     model = load_model(lm_dir)
@@ -351,6 +359,15 @@ def build_heads(run: Run, folder: Path) -> dict:
         "formation": formation,
     }
     atomic_write_json(folder / "heads.json", result)
+    # the page heads/index.html: where each head is most active on the stories, its patterns on two prompts
+    examples = head_examples(model, prompts["stories"].split(32), n=8, start_id=tokenizer.start_id)
+    atomic_write_json(folder / "examples.json", {
+        "measure": examples.measure, "measure_text": MEASURES[examples.measure], "prompts": result["prompts"]["stories"],
+        "heads": example_records(examples, lambda i: token_label(tokenizer, i))})
+    shown = ((f"the first probe story, {_probe_source(run)}", stories[0].text), ("the TinyStories-1L-21M study's prompt", STUDY_PROMPT))
+    patterns = {"prompts": [{"title": title, **prompt_patterns(model, tokenizer, text)} for title, text in shown]}
+    atomic_write_text(folder / "patterns.json", json.dumps(patterns, separators=(",", ":")))  # compact: a grid per head
+    write_heads_page(folder, title=f"Attention heads of run {run.root.name}")
 
     def best(on: str, name: str) -> float:
         return max(v for row in scores[on][name] for v in row if v is not None)
@@ -570,26 +587,65 @@ def build_eval(run: Run, folder: Path) -> dict:
     return summary
 
 
-@stage("features", needs=("tokenizer", "shards", "lm", "sae"), reads=("features", "eval"),
-       resumable=True)
-def build_features(run: Run, folder: Path) -> dict:
-    """What each latent of the `sae` stage's dictionary does, into `features/`:
-        features.safetensors + .json   the scan of the val split: top and quantile contexts,
-                                       histogram, density, direct logit attribution
-        effects.safetensors            causal effect per top context, nearest latents
-        labels.json                    offline auto-labels scored on held-out windows, with
-                                       random and PCA baselines (and, on storyworld, the
-                                       ground-truth variable of each latent)
-        prompts.json                   the latents firing on each token of a few val stories
-        steering.json                  (storyworld) a place latent steered: effect and cost
-        index.html                     the dashboard of all of it, offline
-    (see `interpret/features.py`, `effects.py`, `autolabel.py`, `steering.py`)."""
-    import safetensors.torch
+@stage("transcoders", needs=("shards", "lm"), reads=("transcoders",), resumable=True)
+def build_transcoders(run: Run, folder: Path) -> dict:
+    """A transcoder for every MLP (or `transcoders.layers`), all trained from one stream of
+    LM forwards, nothing on disk (`sae/transcoders.py`): layer_{i}/ each an SAE folder,
+    training.json; then measured on held-out tokens alone and with every MLP replaced at
+    once (`evaluate/replacement.py`): transcoders.json."""
+    from .config import EvalConfig
+    from .evaluate.replacement import evaluate_replacement
+    from .lm.model import load_model
+    from .sae.transcoders import load_transcoders, train_transcoders
 
-    from .interpret.autolabel import auto_label, latent_variables
-    from .interpret.effects import causal_effects, mean_effect, prompt_latents, val_prompts
-    from .interpret.families import nearest_latents
-    from .interpret.features import load_features, scan_features
+    device, cfg = _device(), run.cfg.transcoders
+    started = time.time()
+    model = load_model(run.stage_dir("lm"), device=device)
+    shards = Shards.open(run.stage_dir("shards"))
+    trained = train_transcoders(cfg, model, shards, folder, device=device)
+    train_s = time.time() - started
+    saes = {f"layer_{layer}": sae for layer, sae in load_transcoders(folder, device).items()}
+    at = time.time()
+    figures = evaluate_replacement(model, saes, shards,
+                                   EvalConfig(n_tokens=cfg.eval_tokens, batch_size=cfg.lm_batch_size),
+                                   device=device, exclude_start=True)  # as the stream trained
+    for row, layer in zip(figures["dictionaries"], trained["layers"]):
+        row["layer"] = layer
+        member = trained["members"][str(layer)]
+        row["train"] = {k: member.get(k) for k in ("tokens", "fve", "l0", "dead_fraction", "tokens_per_s")}
+    seconds = {"train": round(train_s, 2), "evaluate": round(time.time() - at, 2)}
+    result = {"layers": trained["layers"], "n_tokens": figures["n_tokens"],
+              "training_tokens": cfg.n_tokens, "per_layer": figures["dictionaries"],
+              "replacement": figures["replacement"], "seconds": seconds}
+    atomic_write_json(folder / "transcoders.json", result)
+    replacement = figures["replacement"]
+    rows = figures["dictionaries"]
+
+    def per_layer(key: str, digits: int) -> str:
+        return ", ".join("-" if r[key] is None else f"{r[key]:.{digits}f}" for r in rows)
+
+    return {"layers": len(rows), "fve": per_layer("fve", 3), "l0": per_layer("l0", 1),
+            "dead_fraction": per_layer("dead_fraction", 3),
+            "ce_loss_recovered": replacement["ce_loss_recovered"], "kl": replacement["kl"],
+            "ce_loss_recovered_vs_mean": replacement["ce_loss_recovered_vs_mean"],
+            "n_tokens": figures["n_tokens"], "seconds": round(time.time() - started, 2),
+            "seconds_by_part": seconds}
+
+
+@stage("features", needs=("tokenizer", "shards", "lm", "sae"), reads=("features", "eval"),
+       resumable=True, optional=("transcoders",))
+def build_features(run: Run, folder: Path) -> dict:
+    """What each latent of the `sae` stage's dictionary does, into `features/`
+    (`interpret/study.py` lists the files: the scan, causal effects and nearest latents,
+    auto-labels with their baselines, the prompt view), plus:
+        labels.json's variables   (storyworld) the ground-truth variable of each latent
+        steering.json             (storyworld) a place latent steered: effect and cost
+        index.html                the dashboard of all of it, offline
+    and, when the transcoders stage has finished, the same for each layer's transcoder
+    in `features/transcoders/layer_{i}/` (the circuits stage labels graph nodes from them)."""
+    from .interpret.autolabel import latent_variables
+    from .interpret.features import load_features
+    from .interpret.study import LABELS, study_dictionary
     from .lm.model import load_model
     from .report.dashboard import write_dashboard
     from .sae.model import load_sae
@@ -602,58 +658,44 @@ def build_features(run: Run, folder: Path) -> dict:
     shards = Shards.open(run.stage_dir("shards"))
     tokenizer = load_tokenizer(run.stage_dir("tokenizer"))
     exclude_start = run.cfg.activations.exclude_start
-    start_id = shards.start_id if exclude_start else None
     text = token_text(tokenizer, shards.start_id)
-    index = scan_features(model, sae, shards, cfg, folder, device=device, exclude_start=exclude_start,
-                          log=run.log)
-    times = {"scan": time.time() - started}
+    kw = {"token_text": text, "decode": tokenizer.decode, "exclude_start": exclude_start, "device": device,
+          "log": run.log}
+    summary = study_dictionary(model, sae, shards, cfg, folder, **kw)
+    times = summary.pop("seconds_by_part")
 
     at = time.time()
-    scan = load_features(folder)
-    val = shards.tokens("val")
-    effects = causal_effects(model, sae, val, scan["top_positions"][:, :cfg.causal_contexts],
-                             start_id=start_id, batch_size=cfg.batch_size * 2)
-    neighbor_ids, neighbor_cos = nearest_latents(sae.W_dec.detach(), sae.W_dec.detach(), cfg.neighbors,
-                                                 exclude_self=True)
-    atomic_write_bytes(folder / "effects.safetensors", safetensors.torch.save({
-        "effect_contexts": effects.float().contiguous(), "effect_mean": mean_effect(effects).float(),
-        "neighbor_ids": neighbor_ids.cpu().int().contiguous(), "neighbor_cos": neighbor_cos.cpu().float().contiguous()}))
-    times["effects"] = time.time() - at
-
-    at = time.time()
-    labels = auto_label(model, sae, shards, cfg, token_text=text, exclude_start=exclude_start, device=device)
-    summary = {"n_tokens": index["n_tokens"], "alive": index["alive"], "mean_density": index["mean_density"],
-               "causal_effect_mean": _nanmean(mean_effect(effects)),
-               **{f"detection_auroc_{m}": v["detection_auroc_mean"] for m, v in labels["summary"].items()},
-               **{f"simulation_r_{m}": v["simulation_r_mean"] for m, v in labels["summary"].items()}}
-    variables = None
     if run.cfg.data.source == "storyworld":
+        labels = json.loads((folder / LABELS).read_text())
         variables = latent_variables(model, sae, tokenizer, run.cfg.eval.ground_truth_stories,
                                      data_seed=run.cfg.data.seed, first_index=run.cfg.data.max_stories,
                                      device=device)
         for row, match in zip(labels["latents"], variables["latents"]):
             row["variable"], row["variable_auroc"] = match["variable"], match["auroc"]
         labels["variables"] = variables["variables"]
-    atomic_write_json(folder / "labels.json", labels)
-    times["labels"] = time.time() - at
-
-    at = time.time()
-    prompts = []
-    for ids in val_prompts(val, shards.start_id, 4, model.cfg.n_ctx):
-        view = prompt_latents(model, sae, ids)
-        prompts.append({"text": tokenizer.decode([i for i in ids if i != shards.start_id]),
-                        "tokens": [text(i) for i in ids], **view})
-    atomic_write_json(folder / "prompts.json", {"prompts": prompts})
-    if variables is not None:
-        steering = place_steering(model, sae, tokenizer, shards, variables, run.cfg, scan)
+        atomic_write_json(folder / LABELS, labels)
+        steering = place_steering(model, sae, tokenizer, shards, variables, run.cfg, load_features(folder))
         if steering is not None:
             atomic_write_json(folder / "steering.json", steering)
             summary.update({"steering_latent": steering["latent"], "steering_place": steering["place"],
                             "steering_share_factor": steering["best"]["share_factor"],
                             "steering_loss_increase": steering["best"]["loss_increase"]})
-    write_dashboard(folder, token_text=text, title=f"Features of run {run.root.name}: {index['hook_in']}",
+        times["ground truth, steering"] = time.time() - at
+    write_dashboard(folder, token_text=text, title=f"Features of run {run.root.name}: {summary['hook_in']}",
                     contexts=cfg.page_contexts)
-    times["prompts, steering, page"] = time.time() - at
+
+    if run.dir.manifest("transcoders") is not None:
+        from .sae.transcoders import load_transcoders
+
+        at = time.time()
+        for layer, transcoder in load_transcoders(run.stage_dir("transcoders"), device).items():
+            sub = folder / "transcoders" / f"layer_{layer}"
+            figures = study_dictionary(model, transcoder, shards, cfg, sub, **kw)
+            write_dashboard(sub, token_text=text, contexts=cfg.page_contexts,
+                            title=f"Features of run {run.root.name}: layer {layer}'s transcoder")
+            summary[f"transcoder_{layer}"] = {k: figures[k] for k in (
+                "alive", "causal_effect_mean", "detection_auroc_sae", "simulation_r_sae")}
+        times["transcoders"] = time.time() - at
     summary["seconds"] = round(time.time() - started, 2)
     summary["seconds_by_part"] = {k: round(v, 2) for k, v in times.items()}
     return summary
@@ -667,13 +709,6 @@ def token_text(tokenizer, start_id: int | None):
             return "<start>"
         return tokenizer.decode([int(i)]).replace("\n", "\\n") or "\u2205"
     return text
-
-
-def _nanmean(t) -> float | None:
-    import torch
-
-    t = t[~torch.isnan(t)]
-    return float(t.mean()) if len(t) else None
 
 
 STEER_PLACES = ("beach", "forest", "park", "garden")  # the first with a latent of its own is steered
@@ -716,6 +751,89 @@ def place_steering(model, sae, tokenizer, shards: Shards, variables: dict, cfg: 
             "mean_activation": mean, "multiples": list(STEER_MULTIPLES), "concept_ids": concept,
             "rows": sweep, "best": {k: best[k] for k in ("strength", "concept_share", "share_factor",
                                                            "heldout_loss", "loss_increase")}}
+
+
+@stage("circuits", needs=("tokenizer", "lm", "transcoders"), reads=("circuits",), optional=("features",))
+def build_circuits(run: Run, folder: Path) -> dict:
+    """Attribution graphs through the transcoders (`interpret/circuits.py`) for the first
+    items of a few shipped task suites (`circuits.capabilities`): per item, the graph of
+    the answer's and the wrong answer's logits in circuit-tracer's schema
+    (`<slug>.json`), our offline viewer (`<slug>.html`, `report/graph_page.py`), and the
+    top nodes ablated in the real model against the graph's prediction; `circuits.json`
+    lists them. Node labels and hover contexts come from the features stage's scans of
+    the transcoders, when it has made them."""
+    from .interpret.capabilities import answer_ids, shipped_suites
+    from .interpret.circuits import (attribution_graph, completeness_score, intervention_check, prune,
+                                     replacement_score, to_circuit_tracer_json)
+    from .lm.model import load_model
+    from .report.graph_page import scan_contexts, write_graph_page
+    from .sae.transcoders import load_transcoders
+
+    cfg = run.cfg.circuits
+    started = time.time()
+    model = load_model(run.stage_dir("lm"))
+    tokenizer = load_tokenizer(run.stage_dir("tokenizer"))
+    transcoders = load_transcoders(run.stage_dir("transcoders"))
+    text = token_text(tokenizer, tokenizer.start_id)
+    kind = "storyworld" if run.cfg.data.source == "storyworld" else "tinystories"
+    suite = shipped_suites().get(kind, [])
+    scans = {layer: run.stage_dir("features") / "transcoders" / f"layer_{layer}" for layer in transcoders}
+    scans = {layer: path for layer, path in scans.items() if (path / "labels.json").is_file()}
+    labels = {layer: json.loads((path / "labels.json").read_text()) for layer, path in scans.items()}
+    graphs = []
+    for capability in cfg.capabilities:
+        items = [item for item in suite if item.capability == capability]
+        if not items:
+            raise ConfigError(f"circuits.capabilities names {capability!r}, which the {kind} suites in "
+                              f"data/tasks/{kind}/ do not have: use one of "
+                              f"{', '.join(sorted({i.capability for i in suite}))}")
+        # whole prompts only, the start token first: a graph of a cut prompt explains another text
+        fitting = [item for item in items
+                   if len(answer_ids(tokenizer, item.prompt, item.answer)[0]) < model.cfg.n_ctx]
+        for n, item in enumerate(fitting[:cfg.prompts]):
+            context, answer = answer_ids(tokenizer, item.prompt, item.answer)
+            ids = [tokenizer.start_id] + context
+            targets = [answer[0]]
+            if item.wrong is not None:
+                _, wrong = answer_ids(tokenizer, item.prompt, item.wrong)
+                if wrong[0] != answer[0]:
+                    targets.append(wrong[0])
+            graph = attribution_graph(model, transcoders, ids, targets=targets)
+            pruned = prune(graph, cfg.node_threshold, cfg.edge_threshold)
+            slug = f"{capability}-{n}"
+            as_json = to_circuit_tracer_json(graph, text, labels=labels or None, slug=slug,
+                                             node_threshold=cfg.node_threshold,
+                                             edge_threshold=cfg.edge_threshold, prompt=item.prompt)
+            atomic_write_json(folder / f"{slug}.json", as_json)
+            contexts = scan_contexts(as_json, scans, text) if scans else None
+            write_graph_page(as_json, folder / f"{slug}.html", contexts=contexts,
+                             title=f"Attribution graph, {capability} {n}: the answer {item.answer.strip()!r}")
+            check = intervention_check(model, transcoders, ids, graph, top=cfg.intervention_top)
+            graphs.append({
+                "slug": slug, "capability": capability, "prompt": item.prompt, "answer": item.answer,
+                "wrong": item.wrong, "targets": [text(t) for t in targets],
+                "target_probs": [float(p) for p in graph.logit_probs],
+                "features": int(graph.n_features), "nodes_kept": int(pruned.node_mask.sum()),
+                "edges_kept": int(pruned.edge_mask.sum()),
+                "replacement_score": float(replacement_score(graph)),
+                "replacement_score_pruned": float(replacement_score(graph, pruned)),
+                "completeness_score": float(completeness_score(graph)),
+                "completeness_score_pruned": float(completeness_score(graph, pruned)),
+                "intervention_correlation": _finite(check.correlation),
+                "intervention_correlation_frozen": _finite(check.frozen_correlation)})
+    result = {"graphs": graphs, "labelled_from": sorted(str(p.relative_to(run.root)) for p in scans.values()),
+              "config": dataclasses.asdict(cfg), "seconds": round(time.time() - started, 2)}
+    atomic_write_json(folder / "circuits.json", result)
+    correlations = [g["intervention_correlation"] for g in graphs if g["intervention_correlation"] is not None]
+    return {"graphs": len(graphs), "nodes_kept": sum(g["nodes_kept"] for g in graphs),
+            "replacement_score_mean": sum(g["replacement_score"] for g in graphs) / len(graphs) if graphs else None,
+            "intervention_correlation_mean": sum(correlations) / len(correlations) if correlations else None,
+            "seconds": result["seconds"]}
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if x == x and abs(x) != float("inf") else None
 
 
 @stage("report", needs=(), reads=(), reads_all=True)

@@ -33,7 +33,7 @@ that `import tinycourse.exercises` registers everything; its tests go in
 its hint).
 """
 
-from . import activations, capabilities, evaluate, features, heads, lm, sae, tokenizer  # noqa: F401
+from . import activations, capabilities, circuits, evaluate, features, heads, lm, sae, tokenizer  # noqa: F401
 from .checker import EXERCISES, Case, Exercise, ExerciseFailed, Hint, check, register
 
 __all__ = ["EXERCISES", "Case", "Exercise", "ExerciseFailed", "Hint", "check", "register"]

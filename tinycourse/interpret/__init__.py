@@ -13,7 +13,8 @@ directions; the storyworld variable each latent matches), `families` (nearest la
 decoder cosine, within a dictionary and across widths), `steering` (push or pin a latent
 at every position, generated tokens included; a sweep of its effect and cost) and `heads`
 (every head's attention scores, batched; Q/K/V composition and OV copying from the
-weights), with the head catalogue, patching, capabilities and mining beside them. Each
+weights; `head_examples`: the queries where each head is most active), with the head
+catalogue, patching, capabilities and mining beside them. Each
 may import `corpus`, `lm`, `sae` and `evaluate`, never the frame's `rundir`, `pipeline`,
 `cli` or `report`. Exports `name_losses`, `induction_probe`, `in_context_summary`,
 `scan_features`, `load_features`, `direct_logit_attribution`, `causal_effects`,
@@ -28,6 +29,7 @@ from .families import feature_families, nearest_latents
 from .features import (ScanState, context_windows, hist_edges, latent_record, load_features,
                        naive_top_contexts, scan_features)
 from .formation import head_formation, snapshot_record, story_batch
+from .head_examples import example_records, head_examples, prompt_patterns
 from .heads import (COMPOSITIONS, SCORES, composition_baseline, composition_scores,
                     copying_scores, head_scores, key_masks, ov_eigenvalues, pattern_scores,
                     repeated_random_tokens)
@@ -47,4 +49,5 @@ __all__ = ["ScanState", "context_windows", "hist_edges", "latent_record", "load_
            "repeated_sequences", "text_story", "token_groups", "head_formation",
            "snapshot_record", "story_batch", "auto_label", "latent_variables", "causal_effects",
            "mean_effect", "prompt_latents", "val_prompts", "feature_families", "nearest_latents",
-           "concept_token_ids", "heldout_loss", "latents_boosting", "place_words", "steering_sweep"]
+           "concept_token_ids", "heldout_loss", "latents_boosting", "place_words", "steering_sweep",
+           "head_examples", "example_records", "prompt_patterns"]

@@ -1,6 +1,7 @@
 """The heads section: every head's pattern scores on stories and on repeated random tokens,
 its OV copying score, and head formation across the lm stage's snapshots (the heads
-stage's heads.json; `interpret/heads.py`, `interpret/formation.py`).
+stage's heads.json; `interpret/heads.py`, `interpret/formation.py`); a link to the stage's
+own catalogue page, heads/index.html.
 
 Rendered by templates/heads.html.
 """
@@ -44,7 +45,8 @@ def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | 
             **(_ablation(ablation) if ablation else {}),
             "patching": _patching_figure(heads["patching"]) if heads.get("patching") else None,
             "patching_template": (heads.get("patching") or {}).get("template"),
-            "formation": _formation_figure(heads["formation"])}
+            "formation": _formation_figure(heads["formation"]),
+            "page": (root / "heads" / "index.html").is_file()}
 
 
 def _ablation(ablation: dict) -> dict:

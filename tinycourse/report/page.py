@@ -38,14 +38,15 @@ from markupsafe import Markup
 
 from ..artifacts import atomic_write_text
 from ..pipeline import STAGES
-from . import activations, capabilities, corpus, evaluate, features, heads, lm, provenance, sae, sweep
+from . import (activations, capabilities, circuits, corpus, evaluate, features, heads, lm, provenance, sae,
+               sweep, transcoders)
 from .bundle import circuitsvis_bundle
 from .files import stage_manifests
 from .headline import format_headline, headline
 from .numbers import fmt
 from .provenance import infer_preset, stage_states  # re-exported, with the others in __all__
 
-SECTIONS = [corpus, lm, heads, capabilities, activations, sae, sweep, evaluate, features]  # placed by STAGE, whatever the order here
+SECTIONS = [corpus, lm, heads, capabilities, activations, sae, sweep, evaluate, transcoders, features, circuits]  # placed by STAGE, whatever the order here
 
 
 def _cell(value) -> str:

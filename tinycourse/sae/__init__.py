@@ -5,13 +5,18 @@ SAE folders (sae.safetensors + cfg.json, checkpoint.pt, metrics.jsonl) that `loa
 reads without this code, exportable to SAELens. `model` is the SAE a learner reads;
 `fast` holds the trainer's fused and sparse paths, tested equal to it.
 Exports `SparseAutoencoder`, `load_sae`, `collect_activations`, `ActivationStore`,
-`train_sae`, `train_sweep`, `export_sae`.
+`train_sae`, `train_sweep`, `export_sae`, and for a transcoder per MLP from one stream
+`train_transcoders`, `load_transcoders`, `MultiHookStream` (`transcoders`), and TinyModel's
+tag API on our GPT, `TaggedModel` (`tags`: `tagged["M1"](tokens)`).
 """
 
 from .activations import ActivationStore, StreamingSource, collect_activations
 from .export import export_sae
 from .model import SparseAutoencoder, load_sae, save_sae
 from .train import train_sae, train_sweep
+from .tags import TaggedModel
+from .transcoders import MultiHookStream, load_transcoders, train_transcoders
 
 __all__ = ["ActivationStore", "StreamingSource", "collect_activations", "export_sae",
-           "SparseAutoencoder", "load_sae", "save_sae", "train_sae", "train_sweep"]
+           "SparseAutoencoder", "load_sae", "save_sae", "train_sae", "train_sweep",
+           "MultiHookStream", "load_transcoders", "train_transcoders", "TaggedModel"]

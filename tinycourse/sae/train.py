@@ -30,6 +30,16 @@ The source is anything with
 Given that, and a learning rate and penalty that are pure functions of the step, a
 resumed run on CPU ends bitwise identical to an uninterrupted one.
 
+A multi-hook source (`sae.transcoders.MultiHookStream`: one LM forward feeds every hook)
+has instead
+    hooks, widths                                 the hook names, {hook: width}
+    batches(batch_size, seed, start_batch=0)      the same, yielding {hook: (B, width)}, the
+                                                  same token rows at every hook
+and each member reads its own hook_in and hook_out from every batch: members of one run
+may then read different hooks (e.g. a transcoder per MLP), with their own scales. A
+member's weights and metrics do not depend on who else trains beside it: with the same
+batches it ends bitwise equal to training alone (tests/sae/test_transcoders.py).
+
 Recipe (Anthropic's April 2024 update unless said otherwise): Adam with betas (0.9, 0.999)
 and no weight decay; linear warm-up over lr_warmup_steps, constant, then linear decay to 0
 over the last lr_decay_frac of the steps; gradient norm clipped at 1; the sparsity
@@ -45,6 +55,7 @@ import dataclasses
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -61,8 +72,10 @@ GRAD_CLIP = 1.0
 ADAM_BETAS = (0.9, 0.999)
 INIT_SAMPLES = 4096  # activations b_dec is initialised from
 EVAL_BATCHES = 8  # fresh batches the summary's metrics are measured on
-# what a sweep's members must share: the data stream and the checkpoint schedule
-SHARED_FIELDS = ("hook_in", "hook_out", "batch_size", "n_tokens", "seed", "checkpoint_every")
+# what a run's members must share: the stream's batches and the checkpoint schedule ...
+STREAM_FIELDS = ("batch_size", "n_tokens", "seed", "checkpoint_every")
+# ... and, on a plain (x_in, x_out) source, which hands every member the same pair, the hooks
+SHARED_FIELDS = ("hook_in", "hook_out", *STREAM_FIELDS)
 
 
 class SAETrainingDiverged(TrainingDiverged):
@@ -119,13 +132,16 @@ def train_sae(cfg: SAEConfig, source, out_dir: str | os.PathLike, *,
 
 def train_sweep(cfgs: list[SAEConfig], source, out_dir: str | os.PathLike, *,
                 names: list[str] | None = None, device: str | torch.device | None = None,
-                progress: bool = True, input_scale: float = 1.0,
-                output_scale: float | None = None,
-                stop_after: int | None = None) -> list[dict]:
+                progress: bool = True, input_scale: float | Sequence[float] = 1.0,
+                output_scale: float | Sequence[float | None] | None = None,
+                stop_after: int | None = None, desc: str | None = None) -> list[dict]:
     """Train every config in `cfgs` on one pass over `source` (each batch read once), each
-    into out_dir/<name> (`names`, default `default_name`). They must share hooks, batch
-    size, token budget and seed (the data) and checkpoint_every; anything else may differ. Resumption is for
-    the whole sweep: the checkpoint in out_dir holds every SAE. Returns the summaries."""
+    into out_dir/<name> (`names`, default `default_name`). They must share batch size,
+    token budget and seed (the data) and checkpoint_every, and on a plain source their
+    hooks; on a multi-hook source each reads its own (see the module docstring).
+    Anything else may differ. `input_scale` and `output_scale` are one value for all, or
+    one per config. Resumption is for the whole sweep: the checkpoint in out_dir holds
+    every SAE. Returns the summaries."""
     names = list(names) if names is not None else [default_name(cfg) for cfg in cfgs]
     if len(names) != len(cfgs) or len(set(names)) != len(names):
         raise ConfigError(f"a sweep needs one distinct name per config, got {names}; "
@@ -133,7 +149,16 @@ def train_sweep(cfgs: list[SAEConfig], source, out_dir: str | os.PathLike, *,
     out_dir = Path(out_dir)
     return _train(list(cfgs), [out_dir / name for name in names], out_dir, source,
                   device=device, progress=progress, input_scale=input_scale,
-                  output_scale=output_scale, stop_after=stop_after)
+                  output_scale=output_scale, stop_after=stop_after, desc=desc)
+
+
+def _per_member(value, n: int, what: str) -> list:
+    """One value for all members, or one per member."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ConfigError(f"{what} has {len(value)} values for {n} configs: give one, or one per config")
+        return list(value)
+    return [value] * n
 
 
 @dataclasses.dataclass
@@ -156,24 +181,33 @@ class _Member:
 
 
 def _train(cfgs: list[SAEConfig], folders: list[Path], out_dir: Path, source, *, device,
-           progress: bool, input_scale: float, output_scale: float | None,
-           stop_after: int | None) -> list[dict]:
+           progress: bool, input_scale: float | Sequence[float],
+           output_scale: float | Sequence[float | None] | None,
+           stop_after: int | None, desc: str | None = None) -> list[dict]:
     cfg0 = cfgs[0]  # what the members share: data, batch size, schedule
-    d_in, d_out, output_scale = _check_run(cfgs, source, input_scale, output_scale)
+    in_scales = _per_member(input_scale, len(cfgs), "input_scale")
+    dims, out_scales = _check_run(cfgs, source, in_scales,
+                                  _per_member(output_scale, len(cfgs), "output_scale"))
     total, batch_size = n_steps(cfg0), cfg0.batch_size
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    # what the weights depend on; a checkpoint resumes only under the same
+    # what the weights depend on; a checkpoint resumes only under the same. Members that
+    # share widths and scales (every sweep on a plain source) record them once, as before
+    # members could differ, so older checkpoints still resume
+    per_member = {"d_in": [d for d, _ in dims], "d_out": [d for _, d in dims],
+                  "input_scale": in_scales, "output_scale": out_scales}
     fingerprint = {"names": [f.name for f in folders],
                    "members": {f.name: {"sae": dataclasses.asdict(c)} for c, f in zip(cfgs, folders)},
-                   "d_in": d_in, "d_out": d_out,
-                   "input_scale": input_scale, "output_scale": output_scale}
+                   **{key: values[0] if len(set(values)) == 1 else values
+                      for key, values in per_member.items()}}
     out_dir.mkdir(parents=True, exist_ok=True)
-    members = [_new_member(cfg, folder, d_in, d_out, device, input_scale, output_scale)
-               for cfg, folder in zip(cfgs, folders)]
+    members = [_new_member(cfg, folder, d_in, d_out, device, s_in, s_out)
+               for cfg, folder, (d_in, d_out), s_in, s_out
+               in zip(cfgs, folders, dims, in_scales, out_scales)]
+    scales = list(zip(in_scales, out_scales))
     loop = TrainingLoop(out_dir, fingerprint, total_steps=total,
                         checkpoint_every=cfg0.checkpoint_every,
                         metrics=[m.folder / METRICS for m in members],
-                        desc=f"sae x{len(members)}" if len(members) > 1 else "sae",
+                        desc=desc or (f"sae x{len(members)}" if len(members) > 1 else "sae"),
                         progress=progress, stop_after=stop_after, diverged=SAETrainingDiverged)
 
     state = loop.resume()
@@ -188,16 +222,15 @@ def _train(cfgs: list[SAEConfig], folders: list[Path], out_dir: Path, source, *,
         # b_dec starts from the data (cfg.b_dec_init: geometric median, mean or 0),
         # measured once on a sample of its own: the checkpoint keeps it, so resuming never
         # redoes it
-        _, targets = next(iter(source.batches(INIT_SAMPLES, seed=cfg0.seed + 1)))
-        for member in members:
-            member.sae.init_b_dec(targets.to(device, torch.float32) * output_scale)
+        init = next(iter(source.batches(INIT_SAMPLES, seed=cfg0.seed + 1)))
+        for member, (_, targets) in zip(members, _member_inputs(init, cfgs, scales, device)):
+            member.sae.init_b_dec(targets)
 
     batches = source.batches(batch_size, seed=cfg0.seed, start_batch=loop.start)
     for step in loop.steps():
-        x_in, x_out = next(batches)  # read once, fed to every SAE
-        x_in = x_in.to(device, torch.float32, non_blocking=True) * input_scale
-        target = x_out.to(device, torch.float32, non_blocking=True) * output_scale
-        stats = [_forward_backward(member, step, x_in, target) for member in members]
+        inputs = _member_inputs(next(batches), cfgs, scales, device)  # read once, fed to every SAE
+        stats = [_forward_backward(member, step, x_in, target)
+                 for member, (x_in, target) in zip(members, inputs)]
         rows = [dict(zip(_STAT_NAMES, row)) for row in torch.stack(stats).tolist()]  # one sync
         for member, row in zip(members, rows):  # before any SAE steps: all stay as they were
             loop.stop_if_diverged(row["loss"], step, lr_at(step, member.cfg),
@@ -222,8 +255,7 @@ def _train(cfgs: list[SAEConfig], folders: list[Path], out_dir: Path, source, *,
                              l0=f"{rows[0]['l0']:.1f}", dead=f"{rows[0]['dead_fraction']:.2f}")
 
     steps = loop.start + loop.steps_run
-    evaluation = (_evaluate(members, source, device, input_scale, output_scale)
-                  if loop.finished else None)
+    evaluation = _evaluate(members, source, device, scales) if loop.finished else None
     summaries = []
     for i, member in enumerate(members):
         summary = {
@@ -252,12 +284,17 @@ def _train(cfgs: list[SAEConfig], folders: list[Path], out_dir: Path, source, *,
     return summaries
 
 
-def _check_run(cfgs: list[SAEConfig], source, input_scale: float,
-               output_scale: float | None) -> tuple[int, int, float]:
-    """Refuse what cannot work, with a message; return d_in, d_out and the output scale."""
-    cfg0 = cfgs[0]
+def _is_multi_hook(source) -> bool:
+    return hasattr(source, "widths")
+
+
+def _check_run(cfgs: list[SAEConfig], source, in_scales: list[float],
+               out_scales: list[float | None]) -> tuple[list[tuple[int, int]], list[float]]:
+    """Refuse what cannot work, with a message; return each member's (d_in, d_out) and
+    output scale."""
+    cfg0, multi = cfgs[0], _is_multi_hook(source)
     for cfg in cfgs[1:]:
-        for name in SHARED_FIELDS:
+        for name in STREAM_FIELDS if multi else SHARED_FIELDS:
             if getattr(cfg, name) != getattr(cfg0, name):
                 raise ConfigError(f"a sweep reads one stream of data: sae.{name} must be the "
                                   f"same for every config ({getattr(cfg0, name)!r} vs "
@@ -265,15 +302,48 @@ def _check_run(cfgs: list[SAEConfig], source, input_scale: float,
     if n_steps(cfg0) < 1:
         raise ConfigError(f"sae.n_tokens={cfg0.n_tokens} is less than one batch "
                           f"({cfg0.batch_size})")
-    d_in, d_out = int(source.d_in), int(source.d_out)
-    if cfg0.is_transcoder:
-        return d_in, d_out, input_scale if output_scale is None else output_scale
-    if d_out != d_in:
-        raise ConfigError(f"the source's d_out ({d_out}) differs from d_in ({d_in}) but "
-                          f"sae.hook_out is empty: set it to train a transcoder")
-    if output_scale not in (None, input_scale):
-        raise ConfigError("an SAE's target is its input: output_scale must be input_scale")
-    return d_in, d_out, input_scale
+    dims, scales = [], []
+    for cfg, s_in, s_out in zip(cfgs, in_scales, out_scales):
+        if multi:
+            for hook in (cfg.hook_in, cfg.hook_out or cfg.hook_in):
+                if hook not in source.widths:
+                    raise ConfigError(f"sae reads {hook!r}, which the source does not stream "
+                                      f"({', '.join(source.widths)}): add it to the source's hooks")
+            d_in, d_out = int(source.widths[cfg.hook_in]), int(source.widths[cfg.hook_out or cfg.hook_in])
+        else:
+            d_in, d_out = int(source.d_in), int(source.d_out)
+        dims.append((d_in, d_out))
+        if cfg.is_transcoder:
+            scales.append(s_in if s_out is None else s_out)
+            continue
+        if d_out != d_in:
+            raise ConfigError(f"the source's d_out ({d_out}) differs from d_in ({d_in}) but "
+                              f"sae.hook_out is empty: set it to train a transcoder")
+        if s_out not in (None, s_in):
+            raise ConfigError("an SAE's target is its input: output_scale must be input_scale")
+        scales.append(s_in)
+    return dims, scales
+
+
+def _member_inputs(batch, cfgs: list[SAEConfig], scales: list[tuple[float, float]],
+                   device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A source's batch -> each member's (x_in (B, d_in), target (B, d_out)), float32 on
+    `device`, scaled: from a multi-hook batch {hook: (B, width)} by the member's hooks,
+    from a plain (x_in, x_out) the same pair for all. Each (activation, scale) is moved
+    and multiplied once, however many members read it."""
+    if isinstance(batch, dict):
+        pairs = [((c.hook_in, batch[c.hook_in]), (c.hook_out or c.hook_in, batch[c.hook_out or c.hook_in]))
+                 for c in cfgs]
+    else:
+        pairs = [(("in", batch[0]), ("out", batch[1]))] * len(cfgs)
+    done: dict = {}
+
+    def scaled(key: str, x: torch.Tensor, scale: float) -> torch.Tensor:
+        if (key, scale) not in done:
+            done[key, scale] = x.to(device, torch.float32, non_blocking=True) * scale
+        return done[key, scale]
+
+    return [(scaled(*a, s_in), scaled(*b, s_out)) for (a, b), (s_in, s_out) in zip(pairs, scales)]
 
 
 def _new_member(cfg: SAEConfig, folder: Path, d_in: int, d_out: int, device: torch.device,
@@ -380,19 +450,17 @@ def _optimizer_step(member: _Member, step: int) -> None:
 
 
 @torch.no_grad()
-def _evaluate(members: list[_Member], source, device: torch.device, input_scale: float,
-              output_scale: float) -> list[dict]:
+def _evaluate(members: list[_Member], source, device: torch.device,
+              scales: list[tuple[float, float]]) -> list[dict]:
     """MSE, FVE and L0 of every SAE in eval mode (batchtopk: its threshold) on
     EVAL_BATCHES batches of a stream with another seed, pooled over the batches."""
     cfg0 = members[0].cfg
     sums = torch.zeros(len(members), 4, dtype=torch.float64)  # sse, sst, active, tokens
     batches = source.batches(cfg0.batch_size, seed=cfg0.seed + 2)
     for _ in range(EVAL_BATCHES):
-        x_in, x_out = next(batches)
-        x_in = x_in.to(device, torch.float32) * input_scale
-        target = x_out.to(device, torch.float32) * output_scale
-        sst = (target - target.mean(0)).pow(2).sum()
-        for i, member in enumerate(members):
+        inputs = _member_inputs(next(batches), [m.cfg for m in members], scales, device)
+        for i, (member, (x_in, target)) in enumerate(zip(members, inputs)):
+            sst = (target - target.mean(0)).pow(2).sum()
             member.sae.eval()
             out = member.sae(x_in)
             member.sae.train()

@@ -1,0 +1,859 @@
+"""Attribution graphs: which transcoder features, through which others, made the next token.
+
+    graph = attribution_graph(model, transcoders, ids)      nodes and their direct effects
+    kept  = prune(graph, node_threshold=0.8, edge_threshold=0.98)
+    replacement_score(graph), completeness_score(graph)    how much the features explain
+    page  = to_circuit_tracer_json(graph, token_text)       circuit-tracer's viewer file
+    check = intervention_check(model, transcoders, ids, graph)   the graph against the model
+
+`transcoders` maps every layer i to a transcoder from `blocks.{i}.ln2.hook_normalized` to
+`blocks.{i}.hook_mlp_out` (a dict or a list, one per layer).
+
+The local replacement model (Ameisen et al. 2025, "Circuit tracing"; safety-research's
+circuit-tracer follows the same recipe, and the facts below marked [ct] are taken from its
+code). The clean run of the prompt fixes three things: every attention pattern, every
+norm's scale (the 1/std, or 1/rms, it divides by: ln1, ln2 and ln_final) and each MLP's
+transcoder error (mlp_out - transcoder(mlp_in) at that layer and position). With those
+frozen, each MLP is replaced by its transcoder's decoder writes plus the error, and what
+is left is linear in the residual stream: a frozen norm is x -> (x - mean x) * s * w + b,
+a frozen attention layer is pattern @ (x W_V + b_V) W_O + b_O, the skip path of a skip
+transcoder is x W_skip. `frozen_forward` is that model, written out; at the clean point
+it reproduces the clean logits exactly (tested).
+
+Nodes, in this order [ct]:
+    feature    (layer, position, latent) for every active transcoder latent; activation f
+    error      (layer, position) for every layer and position: the transcoder's error (plus
+               the writes of the features `max_feature_nodes` leaves out, if it is given)
+    embedding  position p: the residual stream's start, W_E[token] + W_pos[p]
+    logit      the target tokens at the last position: by default the most probable ones,
+               at most `max_logits`, until their probabilities sum to `logit_probability`
+               (10 and 0.95 [ct])
+Every source (feature, error, embedding) enters the frozen model as a vector times a
+scale, 1 on the clean run: f * W_dec[latent] for a feature, the error vector, the
+embedding. A target's *input* is what it reads: a feature's pre-activation, the encoder
+applied to its frozen-normalised MLP input (for every activation rule an active latent's
+activation equals its pre-activation, so input and activation agree); a logit's is the
+logit against the mean-centred unembedding, logit_t - mean_v logit_v (circuit-tracer
+injects W_U[:, t] - mean_v W_U[:, v] [ct]).
+
+Edges: adjacency[t, s] = d input_t / d scale_s in the frozen model, where the features
+are held at their activations (they are nodes, so an effect through another feature is
+two edges, not one). The model is affine in the scales, so this is exact: the input of
+each target is the sum of its incoming edges plus a constant (the biases: b_enc, b_dec,
+the attention and norm biases, the unembedding bias), and scaling one source by 1 + eps
+moves each target by eps times the edge (both tested). The rows come from backward
+passes, `batch_size` targets at a time: the frozen forward runs on a batch of scale
+vectors, target b reads its input from row b, and the gradient of the sum with respect
+to the scales is the batch's rows of the adjacency.
+
+Influence and pruning [ct]. |adjacency| with each row normalised to sum 1 is B; a node's
+influence is w (B + B^2 + ...) = w ((I - B)^-1 - I), w the logit nodes' probabilities: the
+share of the prediction that flows through it along all paths. The graph is layered, so
+the series ends after at most n_layers + 2 terms. `prune` keeps the nodes that carry
+`node_threshold` of the total influence (embeddings and logits always), then, in the
+graph of those, the edges carrying `edge_threshold` of the edge influence (edge score
+B[t, s] times the influence of t plus its logit weight), then drops features left without
+an outgoing or an incoming edge and errors without an outgoing one, until nothing changes.
+(One change: an edge whose score is 0 is never kept, so a node joined only by zero edges
+goes too; circuit-tracer keeps them when its cut lands on 0.)
+Scores [ct]: replacement = embedding influence / (embedding + error influence), the share
+of the path weight from the prompt to the logits that avoids error nodes; completeness =
+the influence-weighted mean over nodes of the share of each node's normalised input that
+is not from error nodes.
+
+The JSON (circuit-tracer's frontend schema [ct], kept key for key: the viewer reads these):
+    metadata  slug, scan, transcoder_list [], prompt_tokens [str], prompt, node_threshold,
+              schema_version 1; also ours: edge_threshold, replacement_score,
+              completeness_score (of the unpruned graph), n_layers
+    qParams   pinnedIds [], supernodes [], linkType "both", clickedId "", sg_pos ""
+    nodes     node_id, feature, layer (a string), ctx_idx, feature_type, token_prob,
+              is_target_logit, run_idx 0, reverse_ctx_idx 0, jsNodeId, clerp, influence
+              (the cumulative influence share up to this node, as in circuit-tracer),
+              activation (features; null otherwise)
+                feature    "cross layer transcoder", node_id "{layer}_{latent}_{pos}",
+                           feature cantor(layer, latent), jsNodeId "{layer}_{latent}-0",
+                           clerp the latent's label when given
+                error      "mlp reconstruction error", "{layer}_-1_{pos}", feature -1,
+                           jsNodeId "{layer}_-1-{pos}", clerp ""
+                embedding  "embedding", "E_{token}_{pos}", layer "E", feature pos,
+                           jsNodeId "E_{token}-{pos}", clerp "" (prompt_tokens has the text)
+                logit      "logit", "{n_layers + 1}_{token}_{pos}", layer str(n_layers + 1),
+                           feature the token id, jsNodeId "L_{token}-{pos}", token_prob,
+                           is_target_logit on the most probable, clerp 'Output "tok" (p=..)'
+    links     source, target (node_ids), weight (the adjacency entry): the kept edges
+              between kept nodes; kept features and errors left without a link are
+              dropped, embeddings and logits never [ct]
+
+The check against the real model. The graph predicts, for a feature set to `factor` times
+its activation (0: ablated), a change of (factor - 1) * T in the target's input, where T
+is the feature's total effect: all paths, each downstream feature answering linearly
+(active ones pass their input on, inactive ones stay off). `intervention_check` measures
+the change three ways: `linear` (the frozen model with linear features: equals the
+prediction, tested), `frozen` (attention and norms frozen, the transcoders' activation
+rules free: differs only where a feature crosses its threshold or a top-k race changes)
+and `actual` (the real model with the transcoders spliced in and their errors kept from
+the clean run; attention and norms free). Features left out by `max_feature_nodes` stay
+frozen in their error nodes in all three, as in the graph. Where `frozen` matches and `actual` does not,
+attention or norm scales moved; `attention_shift` reports how far (the largest total
+variation distance of an attention row from its clean value).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..lm.model import GPT, model_device, unwrap
+from ..sae.model import SparseAutoencoder
+
+KINDS = ("feature", "error", "embedding", "logit")
+MAX_NODES = 20_000  # the adjacency is dense: 20K^2 float32 is 1.6 GB
+FEATURE_MODES = ("fixed", "linear", "free")
+
+
+# --- the clean run, frozen ---------------------------------------------------------------
+
+@dataclass
+class LocalReplacement:
+    """The operating point of one prompt: everything the frozen model holds fixed.
+
+    pos positions, L layers, n_f graph features, n_t = n_f + n_logits targets."""
+    model: GPT
+    transcoders: list[SparseAutoencoder]
+    ids: Tensor  # (pos,) int64
+    embed: Tensor  # (pos, d_model) W_E[ids] + W_pos
+    patterns: list[Tensor]  # per layer (n_heads, pos, pos)
+    ln1: list[Tensor]  # per layer (pos, 1): the factor each norm multiplies by, frozen
+    ln2: list[Tensor]
+    ln_final: Tensor  # (pos, 1)
+    features: Tensor  # (n_f, 3) int64 (layer, position, latent), sorted
+    activations: Tensor  # (n_f,)
+    latents: list[Tensor]  # per layer (pos, d_sae): the graph features' activations, 0 elsewhere
+    errors: Tensor  # (L, pos, d_model): the error nodes, what the graph features miss of mlp_out
+    dropped: list[Tensor]  # per layer (pos, d_sae) bool: active latents left out (max_feature_nodes)
+    logits: Tensor  # (pos, d_vocab) of the clean run
+    logit_tokens: Tensor  # (n_logits,) int64
+    logit_probs: Tensor  # (n_logits,)
+    target_inputs: Tensor  # (n_t,) each target's input on the clean run, from the real model
+    read_slot: Tensor  # (n_t,) which read a target takes: its layer's MLP input, or L (final)
+    read_pos: Tensor  # (n_t,)
+    read_dir: Tensor  # (n_t, d_model): input = read . read_dir + read_const
+    read_const: Tensor  # (n_t,)
+
+    @property
+    def n_sources(self) -> int:
+        return len(self.features) + self.errors.shape[0] * len(self.ids) + len(self.ids)
+
+
+@contextmanager
+def _evaluating(*modules) -> Iterator[None]:
+    """Eval mode for the block (batchtopk's inference threshold), restored after."""
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, w in zip(modules, was):
+            m.train(w)
+
+
+def _checked(model, transcoders, ids) -> tuple[GPT, list[SparseAutoencoder], Tensor]:
+    """Validate the inputs; one-line errors that say what to pass instead."""
+    model = unwrap(model)
+    cfg = model.cfg
+    if isinstance(transcoders, Mapping):
+        missing = [i for i in range(cfg.n_layers) if i not in transcoders]
+        if missing:
+            raise ValueError(f"no transcoder for layer {missing[0]}: an attribution graph replaces every "
+                             f"MLP, so pass one per layer 0..{cfg.n_layers - 1}")
+        tcs = [transcoders[i] for i in range(cfg.n_layers)]
+    else:
+        tcs = list(transcoders)
+        if len(tcs) != cfg.n_layers:
+            raise ValueError(f"{len(tcs)} transcoders for {cfg.n_layers} layers: an attribution graph "
+                             f"replaces every MLP, so pass one per layer")
+    device = model_device(model)
+    dtype = model.W_E.dtype
+    for i, tc in enumerate(tcs):
+        want = (f"blocks.{i}.ln2.hook_normalized", f"blocks.{i}.hook_mlp_out")
+        if not tc.is_transcoder or (tc.cfg.hook_in, tc.cfg.hook_out) != want:
+            raise ValueError(f"the dictionary for layer {i} reads {tc.cfg.hook_in!r} and writes "
+                             f"{tc.cfg.hook_out or tc.cfg.hook_in!r}: pass a transcoder from {want[0]} to {want[1]}")
+        if tc.d_in != cfg.d_model or tc.d_out != cfg.d_model:
+            raise ValueError(f"the transcoder for layer {i} maps {tc.d_in} -> {tc.d_out} but d_model is "
+                             f"{cfg.d_model}: pass the transcoders of this model")
+        if tc.W_enc.device != device or tc.W_enc.dtype != dtype:
+            raise ValueError(f"the transcoder for layer {i} is {tc.W_enc.dtype} on {tc.W_enc.device}, the "
+                             f"model {dtype} on {device}: move it with .to(...)")
+    ids = torch.as_tensor(ids, dtype=torch.long).flatten().to(device)
+    if len(ids) == 0:
+        raise ValueError("the prompt has no tokens: give it some")
+    if len(ids) > cfg.n_ctx:
+        raise ValueError(f"the prompt is {len(ids)} tokens, longer than n_ctx={cfg.n_ctx}: "
+                         f"keep its last {cfg.n_ctx} tokens")
+    if int(ids.min()) < 0 or int(ids.max()) >= cfg.d_vocab:
+        raise ValueError(f"prompt token ids must be in 0..{cfg.d_vocab - 1}, got {ids.tolist()}: "
+                         f"encode it with the model's tokenizer")
+    return model, tcs, ids
+
+
+def _norm_scale(norm, x: Tensor) -> Tensor:
+    """x (pos, d_model) -> (pos, 1): the factor the norm multiplies (centred) x by."""
+    if norm.kind == "layernorm":
+        return (x.var(-1, keepdim=True, unbiased=False) + norm.eps).rsqrt()
+    if norm.kind == "rmsnorm":
+        return (x.pow(2).mean(-1, keepdim=True) + norm.eps).rsqrt()
+    return x.new_ones(x.shape[0], 1)
+
+
+def _select_logits(logits: Tensor, d_vocab: int, targets, max_logits: int,
+                   logit_probability: float) -> tuple[Tensor, Tensor]:
+    """Last position's logits (d_vocab,) -> target token ids (n,), their probabilities (n,)."""
+    probs = logits.float().softmax(-1)
+    if targets is not None:
+        tokens = torch.as_tensor(targets, dtype=torch.long).flatten()
+        bad = [int(t) for t in tokens if not 0 <= int(t) < d_vocab]
+        if bad or not len(tokens):
+            raise ValueError(f"target tokens {tokens.tolist()} must be ids in 0..{d_vocab - 1} (at least one): "
+                             f"pass token ids of the model's vocabulary")
+        tokens = tokens.to(logits.device)
+        return tokens, probs[tokens]
+    if max_logits < 1 or not 0 < logit_probability <= 1:
+        raise ValueError(f"max_logits={max_logits} and logit_probability={logit_probability}: "
+                         f"need max_logits >= 1 and 0 < logit_probability <= 1")
+    top_p, top = probs.topk(min(max_logits, d_vocab))
+    # the smallest prefix whose probabilities reach logit_probability, as circuit-tracer cuts
+    n = int(torch.searchsorted(top_p.cumsum(0), torch.tensor(logit_probability, device=top_p.device))) + 1
+    return top[:n], top_p[:n]
+
+
+def _per_feature(features: Tensor, n_layers: int, value: Callable[[int, Tensor, Tensor], Tensor]) -> Tensor:
+    """value(layer, positions, latents) of each layer's features, concatenated in feature
+    order (features are sorted by layer). features (n, 3) -> (n, ...)"""
+    parts = []
+    for layer in range(n_layers):
+        _, p, i = features[features[:, 0] == layer].unbind(1)
+        parts.append(value(layer, p, i))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def local_replacement(model, transcoders, ids, *, targets: Sequence[int] | None = None,
+                      max_logits: int = 10, logit_probability: float = 0.95,
+                      max_feature_nodes: int | None = None) -> LocalReplacement:
+    """Run the prompt `ids` (pos,) clean and record what the frozen model holds fixed.
+
+    `targets`: token ids for the logit nodes (default: the top logits, module docstring).
+    `max_feature_nodes`: keep only that many features, those writing the largest vectors
+    (activation times decoder row norm); the rest stay in their error nodes, so the
+    identities still hold."""
+    model, tcs, ids = _checked(model, transcoders, ids)
+    L, pos = model.cfg.n_layers, len(ids)
+    names = [f"blocks.{i}.{name}" for i in range(L) for name in
+             ("hook_resid_pre", "attn.hook_pattern", "hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out")]
+    names.append(f"blocks.{L - 1}.hook_resid_post")
+    with _evaluating(*tcs):
+        logits, cache = model.run_with_cache(ids[None], names=names)
+        logits = logits[0]
+        ln1, ln2, patterns, latents, terrors, pre_acts = [], [], [], [], [], []
+        for i, (block, tc) in enumerate(zip(model.blocks, tcs)):
+            ln1.append(_norm_scale(block.ln1, cache[f"blocks.{i}.hook_resid_pre"][0]))
+            ln2.append(_norm_scale(block.ln2, cache[f"blocks.{i}.hook_resid_mid"][0]))
+            patterns.append(cache[f"blocks.{i}.attn.hook_pattern"][0])
+            x = cache[f"blocks.{i}.ln2.hook_normalized"][0] * tc.input_scale  # (pos, d_model)
+            pre = tc.pre_activations(x)
+            f = tc.activate(pre)  # (pos, d_sae)
+            written = tc.decode(f) + (x @ tc.W_skip if tc.cfg.skip_connection else 0)
+            terrors.append(cache[f"blocks.{i}.hook_mlp_out"][0] - written / tc.output_scale)
+            latents.append(f)
+            pre_acts.append(pre)
+    ln_final = _norm_scale(model.ln_final, cache[f"blocks.{L - 1}.hook_resid_post"][0])
+
+    features = torch.cat([torch.cat([torch.full((len(nz), 1), i, device=ids.device), nz], 1)
+                          for i, nz in enumerate(f.nonzero() for f in latents)])  # (n, 3) sorted
+    activations = _per_feature(features, L, lambda l, p, i: latents[l][p, i])
+    errors = torch.stack(terrors)  # (L, pos, d_model)
+    if max_feature_nodes is not None and max_feature_nodes < len(features):
+        norms = _per_feature(features, L, lambda l, p, i: tcs[l].W_dec[i].norm(dim=-1) / tcs[l].output_scale)
+        keep = torch.zeros(len(features), dtype=torch.bool, device=ids.device)
+        keep[(activations * norms).topk(max_feature_nodes).indices] = True
+        errors = errors.clone()
+        for l, tc in enumerate(tcs):  # a dropped feature's write joins its error node
+            _, p, i = features[~keep & (features[:, 0] == l)].unbind(1)
+            errors[l].index_add_(0, p, latents[l][p, i, None] * tc.W_dec[i] / tc.output_scale)
+        features, activations = features[keep], activations[keep]
+    graph_latents = [torch.zeros_like(f) for f in latents]
+    for l, f in enumerate(graph_latents):
+        _, p, i = features[features[:, 0] == l].unbind(1)
+        f[p, i] = latents[l][p, i]
+
+    tokens, probs = _select_logits(logits[-1], model.cfg.d_vocab, targets, max_logits, logit_probability)
+    # the reads: a feature reads its layer's MLP input through its encoder column, a logit the
+    # final normalised stream at the last position through the mean-centred unembedding
+    enc = _per_feature(features, L, lambda l, p, i: tcs[l].W_enc[:, i].T * tcs[l].input_scale)
+    enc_bias = _per_feature(features, L, lambda l, p, i: tcs[l].b_enc[i])
+    clean_pre = _per_feature(features, L, lambda l, p, i: pre_acts[l][p, i])
+    W_U = model.W_U  # (d_model, d_vocab)
+    u = (W_U[:, tokens] - W_U.mean(1, keepdim=True)).T  # (n_logits, d_model)
+    b_U = model.unembed.bias
+    u_bias = (b_U[tokens] - b_U.mean()) if b_U is not None else logits.new_zeros(len(tokens))
+    last = logits[-1]
+    return LocalReplacement(
+        model=model, transcoders=tcs, ids=ids,
+        embed=model.W_E[ids] + model.W_pos[:pos], patterns=patterns, ln1=ln1, ln2=ln2,
+        ln_final=ln_final, features=features, activations=activations, latents=graph_latents,
+        errors=errors, dropped=[(f != 0) & (g == 0) for f, g in zip(latents, graph_latents)], logits=logits,
+        logit_tokens=tokens, logit_probs=probs,
+        target_inputs=torch.cat([clean_pre, last[tokens] - last.mean()]),
+        read_slot=torch.cat([features[:, 0], torch.full_like(tokens, L)]),
+        read_pos=torch.cat([features[:, 1], torch.full_like(tokens, pos - 1)]),
+        read_dir=torch.cat([enc, u]).detach(), read_const=torch.cat([enc_bias, u_bias]).detach(),
+    )
+
+
+# --- the frozen model ------------------------------------------------------------------------
+
+class Frozen(NamedTuple):
+    reads: Tensor  # (B, L + 1, pos, d_model): each layer's normalised MLP input, then ln_final's output
+    logits: Tensor | None  # (B, pos, d_vocab); None when not asked for
+
+
+def _frozen_norm(norm, x: Tensor, scale: Tensor) -> Tensor:
+    """x (B, pos, d_model) -> (B, pos, d_model), the norm with its scale (pos, 1) frozen: affine."""
+    if norm.kind == "none":
+        return x
+    if norm.kind == "layernorm":
+        x = x - x.mean(-1, keepdim=True)  # centring is linear: it stays
+    x = x * scale * norm.weight
+    return x + norm.bias if norm.kind == "layernorm" else x
+
+
+def _frozen_attention(attn, x: Tensor, pattern: Tensor) -> Tensor:
+    """x (B, pos, d_model) -> (B, pos, d_model) with the pattern (n_heads, pos, pos) frozen:
+    only the values move."""
+    H, dh = attn.n_heads, attn.d_head
+    # the fused Q, K, V projection: its last third of rows makes the values, head by head
+    bias = attn.qkv.bias[2 * H * dh:] if attn.qkv.bias is not None else None
+    v = F.linear(x, attn.qkv.weight[2 * H * dh:], bias).unflatten(-1, (H, dh))  # (B, pos, H, dh)
+    z = torch.einsum("hqk,bkhd->bqhd", pattern.to(v.dtype), v)
+    return attn.out(z.flatten(-2))
+
+
+def _replacement_mlp(rm: LocalReplacement, layer: int, x: Tensor, feature_scale: Tensor,
+                     error_scale: Tensor, features: str) -> Tensor:
+    """The MLP replaced: the transcoder's decoder writes plus the error.
+    x (B, pos, d_model) the normalised MLP input; feature_scale (B, n_f); error_scale (B, pos, 1)."""
+    tc = rm.transcoders[layer]
+    mine = rm.features[:, 0] == layer
+    _, p, i = rm.features[mine].unbind(1)
+    x_in = x * tc.input_scale
+    skip = x_in @ tc.W_skip if tc.cfg.skip_connection else 0
+    if features == "fixed":  # the graph's model: features are nodes, held at their activations
+        # each feature writes at one position: lay them out as (pos, slot), padded with
+        # zeros to the busiest position, so the writes are one batched matmul over positions
+        counts = torch.bincount(p, minlength=x.shape[1])
+        slot = torch.arange(len(p), device=p.device) - (counts.cumsum(0) - counts)[p]  # (m,)
+        rows = x.new_zeros(x.shape[1], int(counts.max()) if len(p) else 0, x.shape[2])
+        rows[p, slot] = rm.latents[layer][p, i, None] * tc.W_dec[i]  # (pos, slots, d_model)
+        coeff = x.new_zeros(x.shape[0], *rows.shape[:2])
+        coeff[:, p, slot] = feature_scale[:, mine]  # (B, pos, slots)
+        written = torch.einsum("bps,psd->bpd", coeff, rows) + tc.b_dec + skip
+        return written / tc.output_scale + rm.errors[layer] * error_scale
+    mult = x.new_ones(x.shape[0], x.shape[1], tc.d_sae)
+    mult[:, p, i] = feature_scale[:, mine]
+    if features == "linear":  # active features pass their input on, the rest stay off
+        f = tc.pre_activations(x_in) * (rm.latents[layer] != 0) * mult
+    else:  # the transcoder's own activation rule
+        f = tc.activate(tc.pre_activations(x_in)) * mult
+        f = f.masked_fill(rm.dropped[layer], 0)  # a left-out feature stays in its error node
+    return (tc.decode(f) + skip) / tc.output_scale + rm.errors[layer] * error_scale
+
+
+def frozen_forward(rm: LocalReplacement, scale: Tensor | None = None, *,
+                   features: str = "fixed", logits: bool = True) -> Frozen:
+    """The frozen model on a batch of source scales (B, n_sources), in node order (features,
+    errors layer by layer, embeddings); None: all 1, the clean run (B = 1).
+
+    `features`: "fixed" (the graph's model, each feature at scale * its activation),
+    "linear" (features recomputed, active ones linear, scaled) or "free" (the
+    transcoders' activation rules, scaled). Features left out by `max_feature_nodes` stay
+    in their error nodes in every mode. `logits`:
+    whether to unembed every position (the reads alone give every node's input)."""
+    if features not in FEATURE_MODES:
+        raise ValueError(f"features={features!r}: use one of {', '.join(FEATURE_MODES)}")
+    model, L, pos, n_f = rm.model, len(rm.transcoders), len(rm.ids), len(rm.features)
+    if scale is None:
+        scale = rm.embed.new_ones(1, rm.n_sources)
+    if scale.ndim != 2 or scale.shape[1] != rm.n_sources:
+        raise ValueError(f"scale has shape {tuple(scale.shape)}; it needs (batch, {rm.n_sources}): one per source")
+    f_scale, e_scale, emb_scale = scale.split([n_f, L * pos, pos], dim=1)
+    e_scale = e_scale.view(-1, L, pos, 1)
+    resid = rm.embed * emb_scale[..., None]  # (B, pos, d_model)
+    reads = []
+    with _evaluating(*rm.transcoders):
+        for i, block in enumerate(model.blocks):
+            resid = resid + _frozen_attention(block.attn, _frozen_norm(block.ln1, resid, rm.ln1[i]),
+                                              rm.patterns[i])
+            x = _frozen_norm(block.ln2, resid, rm.ln2[i])
+            reads.append(x)
+            resid = resid + _replacement_mlp(rm, i, x, f_scale, e_scale[:, i], features)
+    final = _frozen_norm(model.ln_final, resid, rm.ln_final)
+    reads.append(final)
+    return Frozen(torch.stack(reads, 1), model.unembed(final) if logits else None)
+
+
+def _target_inputs(rm: LocalReplacement, run: Frozen, targets: Tensor) -> Tensor:
+    """Row b's input of target targets[b] (indices into features + logits) -> (B,)."""
+    rows = torch.arange(len(targets), device=targets.device)
+    read = run.reads[rows, rm.read_slot[targets], rm.read_pos[targets]]  # (B, d_model)
+    return (read * rm.read_dir[targets]).sum(-1) + rm.read_const[targets]
+
+
+def node_inputs(rm: LocalReplacement, scale: Tensor | None = None, *, features: str = "fixed") -> Tensor:
+    """Every target's input in the frozen model at source scales (B, n_sources) (None: the
+    clean run) -> (B, n_f + n_logits): feature pre-activations, then mean-centred logits."""
+    run = frozen_forward(rm, scale, features=features, logits=False)
+    read = run.reads[:, rm.read_slot, rm.read_pos]  # (B, n_t, d_model)
+    return (read * rm.read_dir).sum(-1) + rm.read_const
+
+
+# --- the graph --------------------------------------------------------------------------------
+
+class Node(NamedTuple):
+    kind: str  # feature | error | embedding | logit
+    layer: int  # feature, error: its layer; embedding: -1; logit: n_layers
+    position: int
+    latent: int  # feature: the latent; -1 otherwise
+    token: int  # embedding, logit: the token id; -1 otherwise
+    activation: float  # feature: its activation; logit: its probability; error, embedding: 1 (scale)
+
+
+@dataclass
+class Graph:
+    """Nodes in the order features, errors (layer by layer, then position), embeddings,
+    logits; `adjacency[t, s]` the direct effect of source s on target t (module docstring)."""
+    ids: Tensor  # (pos,) the prompt
+    n_layers: int
+    features: Tensor  # (n_f, 3) int64 (layer, position, latent)
+    activations: Tensor  # (n_f,)
+    logit_tokens: Tensor  # (n_logits,) int64
+    logit_probs: Tensor  # (n_logits,) their probabilities on the clean run
+    adjacency: Tensor  # (n, n) float32, rows targets, columns sources
+    inputs: Tensor  # (n,) each node's input on the clean run (real model); 0 for sources
+    constants: Tensor  # (n,) the part of each input that no node carries; 0 for sources
+    max_feature_nodes: int | None = None
+
+    @property
+    def n_pos(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def n_nodes(self) -> int:
+        return self.adjacency.shape[0]
+
+    @property
+    def errors(self) -> slice:
+        return slice(self.n_features, self.n_features + self.n_layers * self.n_pos)
+
+    @property
+    def embeddings(self) -> slice:
+        return slice(self.errors.stop, self.errors.stop + self.n_pos)
+
+    @property
+    def logits(self) -> slice:
+        return slice(self.embeddings.stop, self.n_nodes)
+
+    def node(self, index: int) -> Node:
+        if index < self.n_features:
+            layer, pos, latent = self.features[index].tolist()
+            return Node("feature", layer, pos, latent, -1, float(self.activations[index]))
+        if index < self.errors.stop:
+            layer, pos = divmod(index - self.n_features, self.n_pos)
+            return Node("error", layer, pos, -1, -1, 1.0)
+        if index < self.embeddings.stop:
+            pos = index - self.errors.stop
+            return Node("embedding", -1, pos, -1, int(self.ids[pos]), 1.0)
+        k = index - self.embeddings.stop
+        return Node("logit", self.n_layers, self.n_pos - 1, -1, int(self.logit_tokens[k]),
+                    float(self.logit_probs[k]))
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [self.node(i) for i in range(self.n_nodes)]
+
+
+def attribution_graph(model, transcoders, ids, *, targets: Sequence[int] | None = None,
+                      max_logits: int = 10, logit_probability: float = 0.95,
+                      max_feature_nodes: int | None = None, batch_size: int = 256) -> Graph:
+    """The attribution graph of the prompt `ids` (pos,) (module docstring); on the CPU."""
+    rm = local_replacement(model, transcoders, ids, targets=targets, max_logits=max_logits,
+                           logit_probability=logit_probability, max_feature_nodes=max_feature_nodes)
+    n_f, n_src, n_t = len(rm.features), rm.n_sources, len(rm.read_slot)
+    n = n_src + len(rm.logit_tokens)
+    if n > MAX_NODES:
+        raise ValueError(f"{n} nodes ({n_f} active features) is too many for a dense adjacency "
+                         f"(at most {MAX_NODES}): pass max_feature_nodes, or a shorter prompt")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: it must be at least 1")
+    # a target's row of the adjacency goes to node index t (features) or n_src + k (logits)
+    row_of = torch.cat([torch.arange(n_f), torch.arange(n_src, n)])
+    adjacency = torch.zeros(n, n)
+    device = rm.ids.device
+    for start in range(0, n_t, batch_size):
+        targets_b = torch.arange(start, min(start + batch_size, n_t), device=device)
+        scale = rm.embed.new_ones(len(targets_b), n_src).requires_grad_(True)
+        with torch.enable_grad():
+            y = _target_inputs(rm, frozen_forward(rm, scale, logits=False), targets_b)
+            (rows,) = torch.autograd.grad(y.sum(), scale)
+        adjacency[row_of[targets_b.cpu()], :n_src] = rows.detach().float().cpu()
+    with torch.no_grad():
+        constants = node_inputs(rm, rm.embed.new_zeros(1, n_src))[0]
+
+    def place(values: Tensor) -> Tensor:  # (n_t,) in target order -> (n,) in node order, 0 for sources
+        return torch.zeros(n, dtype=torch.float64).index_put_((row_of,), values.detach().double().cpu())
+
+    return Graph(ids=rm.ids.cpu(), n_layers=len(rm.transcoders), features=rm.features.cpu(),
+                 activations=rm.activations.detach().float().cpu(), logit_tokens=rm.logit_tokens.cpu(),
+                 logit_probs=rm.logit_probs.detach().float().cpu(), adjacency=adjacency,
+                 inputs=place(rm.target_inputs), constants=place(constants),
+                 max_feature_nodes=max_feature_nodes)
+
+
+# --- influence, pruning, scores ------------------------------------------------------------------
+
+def _normalised(adjacency: Tensor) -> Tensor:
+    """|A| with each row summing to 1 (rows without inputs stay 0). (n, n) -> (n, n)"""
+    a = adjacency.abs()
+    return a / a.sum(1, keepdim=True).clamp_min(1e-10)
+
+
+def _influence(B: Tensor, weights: Tensor) -> Tensor:
+    """weights (n,) @ (B + B^2 + ...): the series of (I - B)^-1 - I, which ends because the
+    graph is layered. -> (n,)"""
+    total = torch.zeros_like(weights)
+    current = weights @ B
+    for _ in range(B.shape[0] + 1):
+        if not current.any():
+            return total
+        total += current
+        current = current @ B
+    raise RuntimeError("influence did not converge: the adjacency has a cycle, which no graph "
+                       "from attribution_graph has")
+
+
+def _logit_weights(graph: Graph) -> Tensor:
+    w = torch.zeros(graph.n_nodes)
+    w[graph.logits] = graph.logit_probs
+    return w
+
+
+def node_influence(graph: Graph) -> Tensor:
+    """Each node's influence on the logits (module docstring). -> (n,)"""
+    return _influence(_normalised(graph.adjacency), _logit_weights(graph))
+
+
+def _cut(scores: Tensor, share: float) -> Tensor:
+    """The smallest score among the largest ones that together carry `share` of the total."""
+    ordered = scores.flatten().sort(descending=True).values
+    cumulative = ordered.cumsum(0) / ordered.sum().clamp_min(1e-30)
+    at = int(torch.searchsorted(cumulative, torch.tensor(share, dtype=cumulative.dtype)))
+    return ordered[min(at, len(ordered) - 1)]
+
+
+class Pruned(NamedTuple):
+    node_mask: Tensor  # (n,) bool
+    edge_mask: Tensor  # (n, n) bool, [target, source]
+    influence: Tensor  # (n,) the cumulative share of influence up to each node, largest first
+
+
+def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Pruned:
+    """Keep the nodes and edges that carry most of the influence (module docstring)."""
+    for name, value in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name}={value}: it is a share of the influence, between 0 and 1")
+    w = _logit_weights(graph)
+    influence = node_influence(graph)
+    nodes = influence >= _cut(influence, node_threshold)
+    nodes[graph.embeddings.start:] = True  # embeddings and logits always stay
+    A = graph.adjacency * nodes[:, None] * nodes[None, :]
+    B = _normalised(A)
+    edge_scores = B * (_influence(B, w) + w)[:, None]
+    edges = (edge_scores >= _cut(edge_scores, edge_threshold)) & (edge_scores > 0)
+    inner = graph.embeddings.start  # features and errors
+    while True:
+        edges &= nodes[:, None] & nodes[None, :]
+        before = nodes.clone()
+        nodes[:inner] &= edges[:, :inner].any(0)  # features and errors need an outgoing edge
+        nodes[:graph.n_features] &= edges[:graph.n_features].any(1)  # features an incoming one
+        if torch.equal(nodes, before):
+            break
+    ordered, order = influence.sort(descending=True)
+    cumulative = torch.zeros_like(influence)
+    cumulative[order] = ordered.cumsum(0) / ordered.sum().clamp_min(1e-30)
+    return Pruned(nodes, edges, cumulative)
+
+
+def _matrix(graph: Graph, pruned: Pruned | None) -> Tensor:
+    if pruned is None:
+        return graph.adjacency
+    return graph.adjacency * pruned.edge_mask
+
+
+def replacement_score(graph: Graph, pruned: Pruned | None = None) -> float:
+    """Embedding influence / (embedding + error influence), on the whole graph or on the
+    kept edges of `pruned`: 1 when the prompt reaches the logits through features only."""
+    B = _normalised(_matrix(graph, pruned))
+    influence = _influence(B, _logit_weights(graph))
+    tokens, errors = influence[graph.embeddings].sum(), influence[graph.errors].sum()
+    return float(tokens / (tokens + errors).clamp_min(1e-30))
+
+
+def completeness_score(graph: Graph, pruned: Pruned | None = None) -> float:
+    """The influence-weighted share of each node's normalised input that is not from error
+    nodes: 1 when no node reads an error."""
+    errors = torch.zeros(graph.adjacency.shape[0], dtype=torch.bool)
+    errors[graph.errors] = True
+    return graph_completeness(_matrix(graph, pruned), _logit_weights(graph), errors)
+
+
+def graph_completeness(adjacency: Tensor, logit_weights: Tensor, errors: Tensor) -> float:
+    """`completeness_score` on plain tensors: adjacency (n, n) [target, source],
+    logit_weights (n,) (the logit nodes' probabilities, 0 elsewhere), errors (n,) bool."""
+    B = _normalised(adjacency)
+    weight = _influence(B, logit_weights) + logit_weights
+    explained = 1 - B[:, errors].sum(1)
+    return float((explained * weight).sum() / weight.sum())
+
+
+def logit_edge(activation: float, write: Tensor, ln_scale: float, ln_weight: Tensor,
+               W_U: Tensor, token: int) -> float:
+    """The edge from a source writing activation * write (d_model,) into the residual stream
+    at the last position after the last attention layer (a last-layer feature there: write =
+    W_dec[latent] / output_scale; an error node: activation 1) to the logit node of `token`:
+    through the final LayerNorm, its scale frozen, against the mean-centred unembedding
+    W_U (d_model, d_vocab). No attention lies on this path, so the edge is this product."""
+    centred = write - write.mean()
+    unembed = W_U[:, token] - W_U.mean(1)
+    return float(activation * ((centred * ln_scale * ln_weight) @ unembed))
+
+
+# --- the viewer's JSON ---------------------------------------------------------------------------
+
+def _text_of(token_text) -> Callable[[int], str]:
+    if callable(token_text):
+        return lambda t: str(token_text(t))
+    vocabulary = list(token_text)
+    return lambda t: str(vocabulary[t])
+
+
+def _label(labels, layer: int, latent: int) -> str:
+    """The latent's label: labels[layer] is auto_label's output, or latent -> text."""
+    if labels is None or layer not in labels:
+        return ""
+    of_layer = labels[layer]
+    if isinstance(of_layer, Mapping) and "latents" in of_layer:
+        of_layer = [row.get("label") for row in of_layer["latents"]]
+    try:
+        text = of_layer[latent]
+    except (KeyError, IndexError):
+        return ""
+    return text or ""
+
+
+def to_circuit_tracer_json(graph: Graph, token_text, labels=None, *, node_threshold: float = 0.8,
+                           edge_threshold: float = 0.98, slug: str = "prompt",
+                           scan: str = "tinycourse", prompt: str | None = None) -> dict:
+    """The pruned graph in circuit-tracer's frontend schema (module docstring).
+
+    token_text: a token id's text, a function (id -> str) or a sequence indexed by id;
+    labels: {layer: auto_label's output, or a mapping/sequence latent -> text}."""
+    text = _text_of(token_text)
+    kept = prune(graph, node_threshold, edge_threshold)
+    L = graph.n_layers
+    nodes, ids = [], {}
+    for index in kept.node_mask.nonzero()[:, 0].tolist():
+        node = graph.node(index)
+        row = {"feature": 0, "layer": "", "ctx_idx": node.position, "feature_type": "",
+               "token_prob": 0.0, "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0,
+               "clerp": "", "influence": float(kept.influence[index]), "activation": None}
+        if node.kind == "feature":
+            pair = (node.layer + node.latent) * (node.layer + node.latent + 1) // 2 + node.latent
+            row.update(node_id=f"{node.layer}_{node.latent}_{node.position}", feature=pair,
+                       layer=str(node.layer), feature_type="cross layer transcoder",
+                       jsNodeId=f"{node.layer}_{node.latent}-0", activation=node.activation,
+                       clerp=_label(labels, node.layer, node.latent))
+        elif node.kind == "error":
+            row.update(node_id=f"{node.layer}_-1_{node.position}", feature=-1, layer=str(node.layer),
+                       feature_type="mlp reconstruction error", jsNodeId=f"{node.layer}_-1-{node.position}")
+        elif node.kind == "embedding":
+            row.update(node_id=f"E_{node.token}_{node.position}", feature=node.position, layer="E",
+                       feature_type="embedding", jsNodeId=f"E_{node.token}-{node.position}")
+        else:
+            p = node.activation
+            row.update(node_id=f"{L + 1}_{node.token}_{node.position}", feature=node.token,
+                       layer=str(L + 1), feature_type="logit", token_prob=p,
+                       is_target_logit=index == graph.logits.start, jsNodeId=f"L_{node.token}-{node.position}",
+                       clerp=f'Output "{text(node.token)}" (p={p:.3f})')
+        ids[index] = row["node_id"]
+        nodes.append(row)
+    links = [{"source": ids[s], "target": ids[t], "weight": float(graph.adjacency[t, s])}
+             for t, s in kept.edge_mask.nonzero().tolist() if s in ids and t in ids]
+    linked = {x for link in links for x in (link["source"], link["target"])}
+    nodes = [row for row in nodes if row["node_id"] in linked or row["feature_type"] in ("embedding", "logit")]
+    prompt_tokens = [text(t) for t in graph.ids.tolist()]
+    metadata = {"slug": slug, "scan": scan, "transcoder_list": [], "prompt_tokens": prompt_tokens,
+                "prompt": prompt if prompt is not None else "".join(prompt_tokens),
+                "node_threshold": node_threshold, "schema_version": 1,
+                "edge_threshold": edge_threshold, "n_layers": L,
+                "replacement_score": replacement_score(graph), "completeness_score": completeness_score(graph)}
+    qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
+    return {"metadata": metadata, "qParams": qparams, "nodes": nodes, "links": links}
+
+
+# --- the graph against the real model ----------------------------------------------------------
+
+def total_effects(graph: Graph, target: int = 0) -> Tensor:
+    """d (input of logit node `target`) / d (each source's scale) along all paths, each
+    feature on the way passing its input change on as its activation change. -> (n,)
+
+    An edge is per unit of its source's *scale*; a feature whose input moves by d moves its
+    activation by d, i.e. its scale by d / activation: hence the division."""
+    A = graph.adjacency.double()
+    per_unit = torch.zeros(graph.n_nodes, dtype=torch.float64)
+    per_unit[:graph.n_features] = 1 / graph.activations.double()
+    current = A[graph.logits.start + target].clone()
+    total = current.clone()
+    for _ in range(graph.n_nodes + 1):
+        current = (current * per_unit) @ A
+        if not current.any():
+            return total
+        total += current
+    raise RuntimeError("total effects did not converge: the adjacency has a cycle")
+
+
+class InterventionCheck(NamedTuple):
+    nodes: list[int]  # the feature nodes checked, most influential first
+    predicted: Tensor  # (top,) the graph's change of the target's input: (factor - 1) * total effect
+    linear: Tensor  # (top,) the frozen model with linear features (= predicted)
+    frozen: Tensor  # (top,) attention and norms frozen, the transcoders' activation rules free
+    actual: Tensor  # (top,) the real model, transcoders spliced in, their errors kept
+    attention_shift: Tensor  # (top,) largest total variation of an attention row from clean
+    correlation: float  # Pearson r of predicted against actual
+    frozen_correlation: float  # Pearson r of predicted against frozen
+
+
+def _pearson(a: Tensor, b: Tensor) -> float:
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return math.nan
+    return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
+
+
+@torch.no_grad()
+def _spliced(rm: LocalReplacement, chosen: Tensor, factor: float) -> tuple[Tensor, Tensor]:
+    """The real model with every MLP replaced by its transcoder plus the clean run's error,
+    row b with feature chosen[b] set to factor times its activation.
+    -> mean-centred last-position logits (B, d_vocab), attention shift (B,)"""
+    model, B = rm.model, len(chosen)
+    stash, shift = {}, rm.embed.new_zeros(B)
+
+    def read_in(x, hook):
+        stash["x"] = x
+
+    def replace(layer):
+        tc = rm.transcoders[layer]
+        mine = (rm.features[chosen, 0] == layer).nonzero()[:, 0]
+
+        def hook(out, _):
+            x_in = stash.pop("x") * tc.input_scale
+            f = tc.activate(tc.pre_activations(x_in))  # (B, pos, d_sae)
+            f = f.masked_fill(rm.dropped[layer], 0)  # a left-out feature stays in its error node
+            f[mine, rm.features[chosen[mine], 1], rm.features[chosen[mine], 2]] *= factor
+            written = tc.decode(f) + (x_in @ tc.W_skip if tc.cfg.skip_connection else 0)
+            return written / tc.output_scale + rm.errors[layer]
+        return hook
+
+    def pattern(layer):
+        def hook(p, _):
+            tv = 0.5 * (p - rm.patterns[layer]).abs().sum(-1)  # (B, n_heads, pos)
+            shift.copy_(torch.maximum(shift, tv.flatten(1).amax(1)))
+        return hook
+
+    hooks = []
+    for i in range(len(rm.transcoders)):
+        hooks += [(f"blocks.{i}.ln2.hook_normalized", read_in), (f"blocks.{i}.hook_mlp_out", replace(i)),
+                  (f"blocks.{i}.attn.hook_pattern", pattern(i))]
+    with _evaluating(*rm.transcoders), model.hooks(hooks):
+        logits = model(rm.ids.expand(B, -1))[:, -1]
+    return logits - logits.mean(-1, keepdim=True), shift
+
+
+@torch.no_grad()
+def intervention_check(model, transcoders, ids, graph: Graph, *, top: int = 20, target: int = 0,
+                       factor: float = 0.0, batch_size: int = 64) -> InterventionCheck:
+    """Set each of the `top` most influential feature nodes of `graph` to `factor` times its
+    activation (0: ablate) and compare the change of logit node `target`'s input with the
+    graph's prediction (module docstring)."""
+    rm = local_replacement(model, transcoders, ids, targets=graph.logit_tokens.tolist(),
+                           max_feature_nodes=graph.max_feature_nodes)
+    if not torch.equal(rm.ids.cpu(), graph.ids) or not torch.equal(rm.features.cpu(), graph.features):
+        raise ValueError("the graph was not built from this model, these transcoders and this prompt: "
+                         "pass the ones attribution_graph was given")
+    if not 0 <= target < len(graph.logit_tokens):
+        raise ValueError(f"target={target}: the graph has logit nodes 0..{len(graph.logit_tokens) - 1}")
+    influence = node_influence(graph)[:graph.n_features]
+    chosen = influence.argsort(descending=True)[:top]
+    predicted = (factor - 1) * total_effects(graph, target)[chosen]
+    token = int(graph.logit_tokens[target])
+    n_f = graph.n_features
+    clean = float(rm.target_inputs[n_f + target])
+    linear, frozen, actual, shift = [], [], [], []
+    device = rm.ids.device
+    for start in range(0, len(chosen), batch_size):
+        rows = chosen[start:start + batch_size].to(device)
+        scale = rm.embed.new_ones(len(rows), rm.n_sources)
+        scale[torch.arange(len(rows), device=device), rows] = factor
+        targets = torch.full_like(rows, n_f + target)
+        for mode, out in (("linear", linear), ("free", frozen)):
+            out.append(_target_inputs(rm, frozen_forward(rm, scale, features=mode, logits=False), targets) - clean)
+        logits, moved = _spliced(rm, rows, factor)
+        actual.append(logits[:, token] - clean)
+        shift.append(moved)
+    linear, frozen, actual, shift = (torch.cat(parts).double().cpu() for parts in (linear, frozen, actual, shift))
+    return InterventionCheck(chosen.tolist(), predicted, linear, frozen, actual, shift,
+                             _pearson(predicted, actual), _pearson(predicted, frozen))
+
+
+__all__ = [
+    "KINDS",
+    "graph_completeness",
+    "logit_edge",
+    "Frozen",
+    "Graph",
+    "InterventionCheck",
+    "LocalReplacement",
+    "Node",
+    "Pruned",
+    "attribution_graph",
+    "completeness_score",
+    "frozen_forward",
+    "intervention_check",
+    "local_replacement",
+    "node_influence",
+    "node_inputs",
+    "prune",
+    "replacement_score",
+    "to_circuit_tracer_json",
+    "total_effects",
+]
