@@ -171,6 +171,9 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     assert capabilities["final"]["storyworld"]["indirect_object"]["n"] >= 30
     assert len(capabilities["items"]["storyworld"]) == capabilities["suites"]["storyworld"]
     assert "Capabilities" in page.read_text()
+    assert {r["wrong"] is None for r in capabilities["items"]["storyworld"]} == {True, False}
+    assert 'id="capabilities-data"' in (run.stage_dir("capabilities") / "index.html").read_text()
+    assert '<a href="../capabilities/index.html">' in page.read_text()  # the report links the stage's page
     mining = capabilities["mining"]
     assert sum(mining["final"]["shares"].values()) == pytest.approx(1.0 if mining["final"]["confident_share"] else 0.0)
     assert mining["middle"]["step"] == 16 and mining["tokens"] > 0

@@ -400,7 +400,8 @@ def build_capabilities(run: Run, folder: Path) -> dict:
     """The shipped task suites (data/tasks/) scored on the final model, item by item and
     per capability, and per capability across the lm stage's snapshots; and the mining of
     the model's confident predictions (capabilities.json; see `interpret/capabilities.py`
-    and `interpret/mining.py`). The suites are files, not config: after editing them,
+    and `interpret/mining.py`), and the stage's own page of all of it, index.html
+    (`report/capabilities_page.py`). The suites are files, not config: after editing them,
     rebuild with `tinycourse run --stages capabilities --force`."""
     from tqdm.auto import tqdm
 
@@ -408,6 +409,7 @@ def build_capabilities(run: Run, folder: Path) -> dict:
                                          shipped_suites, summarize)
     from .lm.model import load_model
     from .lm.snapshots import list_snapshots
+    from .report.capabilities_page import write_capabilities_page
 
     lm_dir = run.stage_dir("lm")
     model = load_model(lm_dir)
@@ -422,12 +424,14 @@ def build_capabilities(run: Run, folder: Path) -> dict:
         "suites": {kind: len(items) for kind, items in suites.items()},
         "skipped": {kind: len(shipped[kind]) - len(suites[kind]) for kind in shipped},
         "final": {kind: summarize(s) for kind, s in scores.items()},
-        "items": {kind: scores_records(s) for kind, s in scores.items()},
+        "items": {kind: [{**record, "wrong": item.wrong} for record, item in zip(scores_records(s), suites[kind])]
+                  for kind, s in scores.items()},
         "emergence": emergence(list_snapshots(lm_dir), tokenizer, suites,
                                progress=lambda xs: tqdm(xs, desc="capabilities: snapshots", unit="snapshot")),
     }
     result["mining"] = mine_capabilities(run, model, tokenizer)
     atomic_write_json(folder / "capabilities.json", result)
+    write_capabilities_page(folder, title=f"Capabilities of run {run.root.name}")  # capabilities/index.html
     everything = [s for group in scores.values() for s in group]
     return {"items": len(everything), "suites": len(suites),
             "top1": sum(s.top1 for s in everything) / len(everything),

@@ -8,7 +8,7 @@ from tinycourse.report.page import SECTIONS, render
 
 TEMPLATES = files("tinycourse.report") / "templates"
 PAGE_PARTS = {"base.html", "macros.html", "provenance.html", "style.css"}
-OWN_PAGES = {"dashboard.html", "dashboard.css", "heads_page.html", "heads_page.css", "graph_page.html", "graph_page.css"}  # the features and heads stages' pages, the circuits viewer
+OWN_PAGES = {"dashboard.html", "dashboard.css", "heads_page.html", "heads_page.css", "graph_page.html", "graph_page.css", "capabilities_page.html", "capabilities_page.css"}  # the features, heads and capabilities stages' pages, the circuits viewer
 
 
 def test_every_section_has_a_template_and_a_stage():

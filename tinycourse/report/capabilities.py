@@ -1,6 +1,7 @@
 """The capabilities section: each task suite scored per capability on the final model, and
 each capability's mean log-probability across the lm stage's snapshots (the capabilities
-stage's capabilities.json; `interpret/capabilities.py`).
+stage's capabilities.json; `interpret/capabilities.py`); a link to the stage's own page,
+capabilities/index.html.
 
 Rendered by templates/capabilities.html.
 """
@@ -35,7 +36,8 @@ def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | 
                         for c, r in table.items()]
     return {"summary": manifests["capabilities"]["summary"], "header": HEADER, "tables": tables,
             "emergence": _emergence_figure(result["emergence"], list(result["final"])),
-            **_mining(result.get("mining"))}
+            **_mining(result.get("mining")),
+            "page": (root / "capabilities" / "index.html").is_file()}
 
 
 def _mining(mining: dict | None) -> dict:
