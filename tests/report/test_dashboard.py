@@ -16,9 +16,9 @@ from tinycourse.report.dashboard import (
     _pack_floats,
     _pack_ids,
     dashboard_data,
-    script_json,
     write_dashboard,
 )
+from tinycourse.report.standalone import script_json
 from tinycourse.sae.model import SparseAutoencoder
 
 from .test_page import CHROMIUM, EXTERNAL, DevTools, load_in_chromium

@@ -28,7 +28,7 @@ It is templates/capabilities_page.html around one JSON blob in a
 `<script type="application/json">` element, drawn by templates/capabilities_page.js (plain
 JavaScript, inlined with capabilities_page.css and the report's style.css): no request
 leaves it. Text from the run goes into the DOM as text (`textContent`), never as markup,
-and the blob escapes `<`, `>` and `&` (`dashboard.script_json`), so a prompt cannot close
+and the blob escapes `<`, `>` and `&` (`standalone.script_json`), so a prompt cannot close
 its tag.
 """
 
@@ -38,12 +38,10 @@ import json
 import os
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from markupsafe import Markup
 
 from ..artifacts import atomic_write_text
-from .dashboard import script_json
-from .numbers import fmt
+from .standalone import script_json, templates
 
 PAGE, CAPABILITIES, HEADS = "index.html", "capabilities.json", "../heads/heads.json"
 PROMPT_TAIL = 160  # characters of each prompt the page keeps (the whole prompt is in capabilities.json)
@@ -60,11 +58,6 @@ SUITE_COLUMNS = (  # (key in a `final` row, header, title); *_ci keys ride along
 EMERGENCE_MEASURES = {"mean_logprob": "mean log p(answer)", "top1": "top-1 accuracy",
                       "mean_logit_diff": "mean logit difference"}
 
-# Its own environment, configured as page.py's (as dashboard.py does): the page stands alone.
-_templates = Environment(loader=PackageLoader("tinycourse.report"), autoescape=select_autoescape(),
-                         trim_blocks=True, lstrip_blocks=True)
-_templates.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
-
 
 def write_capabilities_page(folder: str | os.PathLike, out: str | os.PathLike | None = None, *,
                             title: str = "Capabilities") -> Path:
@@ -75,7 +68,7 @@ def write_capabilities_page(folder: str | os.PathLike, out: str | os.PathLike | 
         raise FileNotFoundError(f"no {CAPABILITIES} in {folder}: run the capabilities stage first "
                                 f"(tinycourse run --stages capabilities)")
     data = capabilities_page_data(folder)
-    page = _templates.get_template("capabilities_page.html").render(
+    page = templates.get_template("capabilities_page.html").render(
         title=title, facts=data["facts"], suites=list(data["suites"]), has_emergence=bool(data["emergence"]),
         has_mining=data["mining"] is not None, has_models=bool(data["models"]),
         blob=Markup(script_json(data)))

@@ -49,21 +49,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from markupsafe import Markup
 
 from ..artifacts import atomic_write_text
 from ..interpret.features import INDEX, load_features
-from .numbers import fmt
+from .standalone import json_safe, script_json, templates
 
 PAGE, EFFECTS, LABELS, PROMPTS = "index.html", "effects.safetensors", "labels.json", "prompts.json"
 HALF_MAX = 65504.0  # the largest finite float16
-
-# Its own environment, configured as page.py's: this page stands alone (the pipeline
-# writes it beside the scan), and importing page.py would import the pipeline.
-_templates = Environment(loader=PackageLoader("tinycourse.report"), autoescape=select_autoescape(),
-                         trim_blocks=True, lstrip_blocks=True)
-_templates.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
 
 
 def write_dashboard(folder: str | os.PathLike, out: str | os.PathLike | None = None, *,
@@ -77,7 +70,7 @@ def write_dashboard(folder: str | os.PathLike, out: str | os.PathLike | None = N
         raise FileNotFoundError(f"no {INDEX} in {folder}: run the features stage first "
                                 f"(tinycourse run --stages features)")
     data = dashboard_data(folder, token_text=token_text, contexts=contexts)
-    page = _templates.get_template("dashboard.html").render(
+    page = templates.get_template("dashboard.html").render(
         title=title, index=data["index"], labels=data["labels"], has_prompts=data["prompts"] is not None,
         has_effects=data["has_effects"], has_dla=data["has_dla"], blob=Markup(script_json(data)))
     path = Path(out) if out is not None else folder / PAGE
@@ -138,21 +131,14 @@ def dashboard_data(folder: str | os.PathLike, *, token_text: Callable[[int], str
                                                    "n_tokens", "alive", "dead", "mean_density", "norm")}
     return {
         "d_sae": d_sae, "context": int(index["config"]["context"]), "contexts": contexts,
-        "index": _finite(shown_index), "vocab": vocab, "arrays": packed,
-        "hist_edges": _finite(feats["hist_edges"].tolist()),
-        "quantile_levels": _finite(feats["quantile_levels"].tolist()),
+        "index": json_safe(shown_index), "vocab": vocab, "arrays": packed,
+        "hist_edges": json_safe(feats["hist_edges"].tolist()),
+        "quantile_levels": json_safe(feats["quantile_levels"].tolist()),
         "has_dla": has_dla, "dla_skipped": index.get("dla", {}).get("skipped"),
-        "dla_hist_edges": _finite(feats["dla_hist_edges"].tolist()) if has_dla else None,
+        "dla_hist_edges": json_safe(feats["dla_hist_edges"].tolist()) if has_dla else None,
         "has_effects": bool({"effect_mean", "effect_contexts"} & effects.keys()), "has_neighbors": "neighbor_ids" in effects,
         "labels": labels, "prompts": prompts,
     }
-
-
-def script_json(data: dict) -> str:
-    """`data` as compact JSON safe inside a <script> element: no `<`, `>` or `&` (JSON
-    \\u escapes instead), so no text in it can close the element or open a comment."""
-    text = json.dumps(_finite(data), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 # --- the optional files ----------------------------------------------------------------------
@@ -270,17 +256,4 @@ def _clean(text: str) -> str:
     return str(text).encode("utf-8", "replace").decode("utf-8")
 
 
-def _finite(value):
-    """JSON-safe: NaN and infinities as null (JSON has neither), numpy scalars as Python's."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-__all__ = ["dashboard_data", "script_json", "write_dashboard"]
+__all__ = ["dashboard_data", "write_dashboard"]

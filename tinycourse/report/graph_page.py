@@ -29,7 +29,7 @@ next smaller one among the graph's nodes (`node_shares`; the pruned-away nodes b
 two kept ones fold into the step, so it is an upper bound on small nodes).
 
 The page is templates/graph_page.html around one JSON blob in a
-`<script type="application/json">` element (`dashboard.script_json`: `<`, `>` and `&` as
+`<script type="application/json">` element (`standalone.script_json`: `<`, `>` and `&` as
 \\u escapes, so no text can close it); every text from the graph goes into the DOM as
 text (`textContent`), never as markup.
 """
@@ -42,12 +42,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from markupsafe import Markup
 
 from ..artifacts import atomic_write_text
-from .dashboard import script_json
-from .numbers import fmt
+from .standalone import script_json, templates
 
 FOLDER = "circuits"  # runs/<name>/circuits/<slug>.html
 KINDS = {"cross layer transcoder": "feature", "mlp reconstruction error": "error",
@@ -56,11 +54,6 @@ MAX_CONTEXTS = 8  # per node: more would only make the blob bigger
 MAX_CONTEXT_CHARS = 400
 PRODUCER = "interpret.circuits.to_circuit_tracer_json"
 MARK_OPEN, MARK_CLOSE = "\u27e6", "\u27e7"  # ⟦ ⟧ around the activating token
-
-# Its own environment, configured as page.py's (as dashboard.py does): the page stands alone.
-_templates = Environment(loader=PackageLoader("tinycourse.report"), autoescape=select_autoescape(),
-                         trim_blocks=True, lstrip_blocks=True)
-_templates.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
 
 
 def write_graph_page(graph_json: Mapping, out: str | os.PathLike, *,
@@ -76,7 +69,7 @@ def write_graph_page(graph_json: Mapping, out: str | os.PathLike, *,
              "node threshold": meta.get("node_threshold"), "edge threshold": meta.get("edge_threshold"),
              "replacement score": meta.get("replacement_score"),
              "completeness score": meta.get("completeness_score")}
-    page = _templates.get_template("graph_page.html").render(
+    page = templates.get_template("graph_page.html").render(
         title=title, facts={k: v for k, v in facts.items() if v is not None},
         has_contexts=bool(data["contexts"]), blob=Markup(script_json(data)))
     path = Path(out)

@@ -19,7 +19,7 @@ The page is templates/heads_page.html around one JSON blob in a
 JavaScript, inlined with heads_page.css, the report's style.css and CircuitsVis's bundle,
 `bundle.circuitsvis_script`): no request leaves it. Text from the run goes into the DOM as
 text (`textContent`), never as markup, and the blob escapes `<`, `>` and `&`
-(`dashboard.script_json`), so a token cannot close its tag.
+(`standalone.script_json`), so a token cannot close its tag.
 """
 
 from __future__ import annotations
@@ -28,23 +28,16 @@ import json
 import os
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from markupsafe import Markup
 
 from ..artifacts import atomic_write_text
 from .bundle import circuitsvis_bundle
-from .dashboard import script_json
-from .numbers import fmt
+from .standalone import script_json, templates
 
 PAGE, HEADS, EXAMPLES, PATTERNS = "index.html", "heads.json", "examples.json", "patterns.json"
 SCORE_NAMES = {"previous_token": "previous token", "current_token": "current token",
                "start_token": "start token", "duplicate_token": "duplicate token", "induction": "induction",
                "pivot": "pivot", "distance": "mean distance", "entropy": "entropy (nats)"}
-
-# Its own environment, configured as page.py's (as dashboard.py does): the page stands alone.
-_templates = Environment(loader=PackageLoader("tinycourse.report"), autoescape=select_autoescape(),
-                         trim_blocks=True, lstrip_blocks=True)
-_templates.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
 
 
 def write_heads_page(folder: str | os.PathLike, out: str | os.PathLike | None = None, *,
@@ -58,7 +51,7 @@ def write_heads_page(folder: str | os.PathLike, out: str | os.PathLike | None = 
     data = heads_page_data(folder)
     bundle = circuitsvis_bundle() if data["patterns"] else None
     data["has_circuitsvis"] = bundle is not None
-    page = _templates.get_template("heads_page.html").render(
+    page = templates.get_template("heads_page.html").render(
         title=title, facts=data["facts"], has_examples=data["examples"] is not None,
         has_patterns=bool(data["patterns"]), circuitsvis=Markup(f"<script>{bundle}</script>") if bundle else "",
         blob=Markup(script_json(data)))

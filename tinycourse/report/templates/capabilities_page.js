@@ -11,20 +11,6 @@
   const COLOURS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#1b7c83", "#bf3989",
                    "#4d2d00", "#6e7781", "#953800", "#116329", "#0550ae"];
 
-  function el(tag, attrs) {
-    const e = document.createElement(tag);
-    for (const k of Object.keys(attrs || {})) {
-      if (k === "text") e.textContent = attrs[k];
-      else if (k === "class") e.className = attrs[k];
-      else e.setAttribute(k, attrs[k]);
-    }
-    for (let j = 2; j < arguments.length; j++) {
-      const c = arguments[j];
-      if (c === null || c === undefined) continue;
-      e.append(c instanceof Node ? c : String(c));  // strings become text nodes
-    }
-    return e;
-  }
   function svg(tag, attrs, text) {
     const e = document.createElementNS(SVG, tag);
     for (const k of Object.keys(attrs || {})) e.setAttribute(k, attrs[k]);

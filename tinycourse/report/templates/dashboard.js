@@ -55,20 +55,6 @@
     const t = D.vocab[id];
     return t === undefined ? "[" + id + "]" : t;
   }
-  function el(tag, attrs) {
-    const e = document.createElement(tag);
-    for (const k of Object.keys(attrs || {})) {
-      if (k === "text") e.textContent = attrs[k];
-      else if (k === "class") e.className = attrs[k];
-      else e.setAttribute(k, attrs[k]);
-    }
-    for (let j = 2; j < arguments.length; j++) {
-      const c = arguments[j];
-      if (c === null || c === undefined) continue;
-      e.append(c instanceof Node ? c : String(c));  // strings become text nodes
-    }
-    return e;
-  }
   function svg(tag, attrs) {
     const e = document.createElementNS(SVG, tag);
     for (const k of Object.keys(attrs || {})) e.setAttribute(k, attrs[k]);

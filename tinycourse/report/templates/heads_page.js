@@ -10,20 +10,6 @@
   const CV = D.has_circuitsvis && typeof CircuitsVis !== "undefined" ? CircuitsVis : null;
   let widgets = 0;  // a fresh element for every widget: CircuitsVis renders into it once
 
-  function el(tag, attrs) {
-    const e = document.createElement(tag);
-    for (const k of Object.keys(attrs || {})) {
-      if (k === "text") e.textContent = attrs[k];
-      else if (k === "class") e.className = attrs[k];
-      else e.setAttribute(k, attrs[k]);
-    }
-    for (let j = 2; j < arguments.length; j++) {
-      const c = arguments[j];
-      if (c === null || c === undefined) continue;
-      e.append(c instanceof Node ? c : String(c));  // strings become text nodes
-    }
-    return e;
-  }
   function fmt(x) {
     if (x === null || x === undefined || Number.isNaN(x)) return "\u2013";
     if (typeof x !== "number") return String(x);
