@@ -771,6 +771,7 @@ def build_circuits(run: Run, folder: Path) -> dict:
                                      replacement_score, to_circuit_tracer_json)
     from .lm.model import load_model
     from .report.graph_page import scan_contexts, write_graph_page
+    from .report.standalone import json_safe
     from .sae.transcoders import load_transcoders
 
     cfg = run.cfg.circuits
@@ -823,8 +824,8 @@ def build_circuits(run: Run, folder: Path) -> dict:
                 "replacement_score_pruned": float(replacement_score(graph, pruned)),
                 "completeness_score": float(completeness_score(graph)),
                 "completeness_score_pruned": float(completeness_score(graph, pruned)),
-                "intervention_correlation": _finite(check.correlation),
-                "intervention_correlation_frozen": _finite(check.frozen_correlation)})
+                "intervention_correlation": json_safe(float(check.correlation)),
+                "intervention_correlation_frozen": json_safe(float(check.frozen_correlation))})
     result = {"graphs": graphs, "labelled_from": sorted(str(p.relative_to(run.root)) for p in scans.values()),
               "config": dataclasses.asdict(cfg), "seconds": round(time.time() - started, 2)}
     atomic_write_json(folder / "circuits.json", result)
@@ -833,11 +834,6 @@ def build_circuits(run: Run, folder: Path) -> dict:
             "replacement_score_mean": sum(g["replacement_score"] for g in graphs) / len(graphs) if graphs else None,
             "intervention_correlation_mean": sum(correlations) / len(correlations) if correlations else None,
             "seconds": result["seconds"]}
-
-
-def _finite(x) -> float | None:
-    x = float(x)
-    return x if x == x and abs(x) != float("inf") else None
 
 
 @stage("report", needs=(), reads=(), reads_all=True)

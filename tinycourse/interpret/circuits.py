@@ -101,8 +101,7 @@ variation distance of an attention row from its clean value).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -110,6 +109,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..evaluate.metrics import _eval_mode
 from ..lm.model import GPT, model_device, unwrap
 from ..sae.model import SparseAutoencoder
 
@@ -150,19 +150,6 @@ class LocalReplacement:
     @property
     def n_sources(self) -> int:
         return len(self.features) + self.errors.shape[0] * len(self.ids) + len(self.ids)
-
-
-@contextmanager
-def _evaluating(*modules) -> Iterator[None]:
-    """Eval mode for the block (batchtopk's inference threshold), restored after."""
-    was = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, w in zip(modules, was):
-            m.train(w)
 
 
 def _checked(model, transcoders, ids) -> tuple[GPT, list[SparseAutoencoder], Tensor]:
@@ -260,7 +247,7 @@ def local_replacement(model, transcoders, ids, *, targets: Sequence[int] | None 
     names = [f"blocks.{i}.{name}" for i in range(L) for name in
              ("hook_resid_pre", "attn.hook_pattern", "hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out")]
     names.append(f"blocks.{L - 1}.hook_resid_post")
-    with _evaluating(*tcs):
+    with _eval_mode(*tcs):
         logits, cache = model.run_with_cache(ids[None], names=names)
         logits = logits[0]
         ln1, ln2, patterns, latents, terrors, pre_acts = [], [], [], [], [], []
@@ -398,7 +385,7 @@ def frozen_forward(rm: LocalReplacement, scale: Tensor | None = None, *,
     e_scale = e_scale.view(-1, L, pos, 1)
     resid = rm.embed * emb_scale[..., None]  # (B, pos, d_model)
     reads = []
-    with _evaluating(*rm.transcoders):
+    with _eval_mode(*rm.transcoders):
         for i, block in enumerate(model.blocks):
             resid = resid + _frozen_attention(block.attn, _frozen_norm(block.ln1, resid, rm.ln1[i]),
                                               rm.patterns[i])
@@ -794,7 +781,7 @@ def _spliced(rm: LocalReplacement, chosen: Tensor, factor: float) -> tuple[Tenso
     for i in range(len(rm.transcoders)):
         hooks += [(f"blocks.{i}.ln2.hook_normalized", read_in), (f"blocks.{i}.hook_mlp_out", replace(i)),
                   (f"blocks.{i}.attn.hook_pattern", pattern(i))]
-    with _evaluating(*rm.transcoders), model.hooks(hooks):
+    with _eval_mode(*rm.transcoders), model.hooks(hooks):
         logits = model(rm.ids.expand(B, -1))[:, -1]
     return logits - logits.mean(-1, keepdim=True), shift
 

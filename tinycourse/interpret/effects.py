@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..evaluate.metrics import _eval_mode
 from ..lm.model import model_device, unwrap
 from ..sae.model import SparseAutoencoder
 
@@ -116,9 +117,7 @@ def causal_effects(model, sae: SparseAutoencoder, tokens: np.ndarray, positions:
     # clean losses: each window the pairs use, once
     windows, which = torch.unique(start, return_inverse=True)
     clean = torch.empty(len(pos))
-    was = model.training, sae.training
-    model.eval(), sae.eval()
-    try:
+    with _eval_mode(model, sae):
         for a in range(0, len(windows), batch_size):
             ids = _rows(tokens, windows[a:a + batch_size], n_ctx).to(device)
             logits = model(ids)  # (rows, pos, d_vocab)
@@ -138,8 +137,6 @@ def causal_effects(model, sae: SparseAutoencoder, tokens: np.ndarray, positions:
             at = logits[torch.arange(len(rows), device=device), local[rows].to(device)]
             ablated = _next_token_nll(at, targets[rows].to(device)).cpu()
             effects[latent[rows], slot[rows]] = ablated - clean[rows]
-    finally:
-        model.train(was[0]), sae.train(was[1])
     return effects
 
 
