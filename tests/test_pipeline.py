@@ -216,3 +216,51 @@ def test_model_stages_chain_to_a_trained_sae(cfg, tmp_path):
     wrong = apply_overrides(small, ["sae.hook_in=blocks.0.hook_resid_post"])
     with pytest.raises(ConfigError, match="activations.hooks"):
         make_run(wrong, tmp_path).ensure("sae")
+
+
+def test_capabilities_scores_other_models_side_by_side(cfg, tmp_path, monkeypatch):
+    import tinycourse.lm.pretrained as pretrained
+    from tinycourse.config import CapabilitiesConfig
+    from tinycourse.pipeline import load_other_model, other_models
+
+    monkeypatch.setattr(pretrained, "cached_pretrained", lambda: [])  # whatever this machine has cached
+    micro = apply_overrides(cfg, [
+        "model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.d_head=16", "model.d_mlp=64",
+        "model.n_ctx=32", "train.max_steps=20", "train.eval_every=10", "train.checkpoint_every=10",
+        "train.batch_size=8"])
+    ours = make_run(micro, tmp_path)
+    # a second run in the same runs folder: the same corpus and tokenizer, a wider model
+    wider = apply_overrides(micro, ["model.d_model=64", "model.d_head=32", "train.seed=1"])
+    theirs = Run(wider, name="wider", runs_dir=tmp_path / "runs", log=lambda line: None)
+    theirs.run(["lm"])
+    (tmp_path / "runs" / "unbuilt" / "lm").mkdir(parents=True)  # a run whose lm never finished
+    assert other_models(ours) == [("run wider", str(theirs.root))]
+    with pytest.raises(ConfigError, match="without a built lm stage"):
+        load_other_model(str(tmp_path / "runs" / "unbuilt"))
+
+    ours.run(["capabilities"])
+    result = json.loads((ours.stage_dir("capabilities") / "capabilities.json").read_text())
+    assert set(result["models"]) == {"this run (t)", "run wider"}
+    assert result["models"]["this run (t)"] == result["final"]
+    source = result["model_sources"]["run wider"]
+    assert source["kind"] == "run" and source["same_tokenizer"] and source["n_ctx"] == 32
+    mined = result["mining"]["models"]["run wider"]
+    assert (mined["larger"], mined["smaller"]) == ("run wider", "this run")
+    assert sum(mined["shares"].values()) == pytest.approx(1.0 if mined["confident_share"] else 0.0)
+    # scored independently, the wider model's numbers match the table
+    from tinycourse.interpret.capabilities import fits, score_tasks, shipped_suites, summarize
+    model, tokenizer, _ = load_other_model(str(theirs.root))
+    items = [i for i in shipped_suites()["storyworld"] if fits(i, tokenizer, model.cfg.n_ctx)]
+    expected = summarize(score_tasks(model, tokenizer, items))
+    assert result["models"]["run wider"]["storyworld"]["indirect_object"]["top1"] == pytest.approx(
+        expected["indirect_object"]["top1"])
+    page = (ours.stage_dir("capabilities") / "index.html").read_text()
+    assert 'id="models"' in page and page.index("this run (t)") < page.index("run wider")
+
+    # without local discovery, only what the config names; a bad name fails at once
+    alone = dataclasses.replace(micro, capabilities=CapabilitiesConfig(local_models=False))
+    assert other_models(make_run(alone, tmp_path)) == []
+    named = dataclasses.replace(micro, capabilities=CapabilitiesConfig(models=("no/such-model",), local_models=False))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(pretrained.PretrainedError, match="cannot be reached|not installed"):
+        load_other_model(other_models(make_run(named, tmp_path))[0][1])

@@ -420,6 +420,22 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
+class CapabilitiesConfig:
+    """The models the `capabilities` stage scores beside the run's own LM, side by side.
+
+    `models`: each a run directory whose `tokenizer` and `lm` stages are built
+    (`runs/small`), a local Hugging Face folder of a TinyStories (GPT-Neo) model, or a hub
+    name or alias (`TinyStories-33M`: read from the local cache, else downloaded; offline
+    it fails at once, saying how to fetch it). `local_models`: also every other run in the
+    same runs folder whose LM is built, and every TinyStories model already in the local
+    Hugging Face cache (found without the network; nothing is downloaded).
+    """
+
+    models: tuple[str, ...] = ()
+    local_models: bool = True
+
+
+@dataclass(frozen=True)
 class CourseConfig:
     """The whole course: one frozen config per stage."""
 
@@ -436,6 +452,7 @@ class CourseConfig:
     transcoders: TranscodersConfig = field(default_factory=TranscodersConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     circuits: CircuitsConfig = field(default_factory=CircuitsConfig)
+    capabilities: CapabilitiesConfig = field(default_factory=CapabilitiesConfig)
 
     @property
     def resolved_model(self) -> ModelConfig:
@@ -626,7 +643,8 @@ def from_dict(data: dict) -> CourseConfig:
     classes = {"data": DataConfig, "tokenizer": TokenizerConfig, "shards": ShardsConfig,
                "model": ModelConfig, "train": TrainConfig, "activations": ActivationsConfig,
                "sae": SAEConfig, "sweep": SweepConfig, "eval": EvalConfig,
-               "transcoders": TranscodersConfig, "features": FeaturesConfig, "circuits": CircuitsConfig}
+               "transcoders": TranscodersConfig, "features": FeaturesConfig, "circuits": CircuitsConfig,
+               "capabilities": CapabilitiesConfig}
     parts = {}
     for key, value in data.items():
         if key in classes:
@@ -639,6 +657,6 @@ def from_dict(data: dict) -> CourseConfig:
 
 __all__ = [
     "ConfigError", "DataConfig", "TokenizerConfig", "ShardsConfig", "ModelConfig",
-    "TrainConfig", "ActivationsConfig", "SAEConfig", "SweepConfig", "EvalConfig", "TranscodersConfig", "FeaturesConfig", "CircuitsConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
+    "TrainConfig", "ActivationsConfig", "SAEConfig", "SweepConfig", "EvalConfig", "TranscodersConfig", "FeaturesConfig", "CircuitsConfig", "CapabilitiesConfig", "CourseConfig", "PRESETS", "preset", "apply_overrides", "config_hash",
     "from_dict",
 ]

@@ -395,7 +395,7 @@ def ioi_patching(model, tokenizer) -> dict | None:
             "heads": patch_heads(model, *pairs), "residual": patch_residual(model, *pairs)}
 
 
-@stage("capabilities", needs=("tokenizer", "shards", "lm"), reads=())
+@stage("capabilities", needs=("tokenizer", "shards", "lm"), reads=("capabilities",))
 def build_capabilities(run: Run, folder: Path) -> dict:
     """The shipped task suites (data/tasks/) scored on the final model, item by item and
     per capability, and per capability across the lm stage's snapshots; and the mining of
@@ -407,7 +407,7 @@ def build_capabilities(run: Run, folder: Path) -> dict:
 
     from .interpret.capabilities import (emergence, fits, score_tasks, scores_records,
                                          shipped_suites, summarize)
-    from .lm.model import load_model
+    from .lm.model import count_parameters, load_model
     from .lm.snapshots import list_snapshots
     from .report.capabilities_page import write_capabilities_page
 
@@ -429,27 +429,91 @@ def build_capabilities(run: Run, folder: Path) -> dict:
         "emergence": emergence(list_snapshots(lm_dir), tokenizer, suites,
                                progress=lambda xs: tqdm(xs, desc="capabilities: snapshots", unit="snapshot")),
     }
-    result["mining"] = mine_capabilities(run, model, tokenizer)
+    others = [(name, *load_other_model(spec)) for name, spec in other_models(run)]
+    result["models"] = {f"this run ({run.root.name})": result["final"]}
+    result["model_sources"] = {}
+    for name, other, other_tokenizer, kind in tqdm(others, desc="capabilities: other models", unit="model",
+                                                   disable=not others):
+        fitting = {k: [i for i in items if fits(i, other_tokenizer, other.cfg.n_ctx)] for k, items in shipped.items()}
+        result["models"][name] = {k: summarize(score_tasks(other, other_tokenizer, items))
+                                  for k, items in fitting.items() if items}
+        result["model_sources"][name] = {"kind": kind, "parameters": count_parameters(other).total,
+                                         "n_ctx": other.cfg.n_ctx,
+                                         "same_tokenizer": same_tokenizer(tokenizer, other_tokenizer)}
+    result["mining"] = mine_capabilities(run, model, tokenizer,
+                                         [(n, m) for n, m, t, _ in others if same_tokenizer(tokenizer, t)])
     atomic_write_json(folder / "capabilities.json", result)
     write_capabilities_page(folder, title=f"Capabilities of run {run.root.name}")  # capabilities/index.html
     everything = [s for group in scores.values() for s in group]
     return {"items": len(everything), "suites": len(suites),
             "top1": sum(s.top1 for s in everything) / len(everything),
             "snapshots": len(result["emergence"]),
-            "unexplained": result["mining"]["final"]["shares"]["unexplained"]}
+            "unexplained": result["mining"]["final"]["shares"]["unexplained"],
+            "models": len(result["models"])}
+
+
+def other_models(run: Run) -> list[tuple[str, str]]:
+    """(name, spec) of the models the capabilities stage scores beside the run's own LM:
+    `capabilities.models`, then, with `capabilities.local_models`, the other runs of the
+    same runs folder whose LM is built and the TinyStories models in the local Hugging Face
+    cache. A spec is a run directory, a Hugging Face folder or a hub name (`load_other_model`)."""
+    from .lm.pretrained import cached_pretrained
+
+    cfg = run.cfg.capabilities
+    specs = list(cfg.models)
+    if cfg.local_models:
+        siblings = sorted(p for p in run.root.parent.iterdir() if p.is_dir() and p.resolve() != run.root.resolve())
+        specs += [str(p) for p in siblings if (p / "lm" / "model.safetensors").is_file()]
+        specs += cached_pretrained()
+    named: dict[str, str] = {}
+    for spec in specs:
+        path = Path(spec).expanduser()
+        name = f"run {path.name}" if (path / "lm").is_dir() else path.name if path.is_dir() else spec.split("/")[-1]
+        named.setdefault(name, spec)
+    return list(named.items())
+
+
+def load_other_model(spec: str) -> tuple:
+    """(model, tokenizer, kind) for a `capabilities.models` entry: a run directory (its lm
+    and tokenizer stages), else a TinyStories model (`lm.pretrained.load_pretrained`: a
+    Hugging Face folder or a hub name; offline and not cached it fails at once, saying how
+    to fetch it)."""
+    from .lm.model import load_model
+    from .lm.pretrained import load_pretrained
+
+    path = Path(spec).expanduser()
+    if (path / "lm").is_dir():
+        if not (path / "lm" / "model.safetensors").is_file() or not (path / "tokenizer").is_dir():
+            raise ConfigError(f"capabilities.models: {spec} is a run without a built lm stage: build it "
+                              f"with `tinycourse run --name {path.name} --stages lm`, or drop it from the list")
+        return load_model(path / "lm"), load_tokenizer(path / "tokenizer"), "run"
+    model, tokenizer = load_pretrained(spec)
+    return model, tokenizer, "pretrained"
+
+
+SAME_TOKENIZER_TEXT = 'Once upon a time, Lily said: "Look, a big red ball!" Tom smiled.'
+
+
+def same_tokenizer(a, b) -> bool:
+    """Whether two tokenizers give the same ids (so the same windows can be mined by both)."""
+    return a.vocab_size == b.vocab_size and a.start_id == b.start_id and \
+        list(a.encode(SAME_TOKENIZER_TEXT)) == list(b.encode(SAME_TOKENIZER_TEXT))
 
 
 MINING_WINDOWS = 200  # validation windows of n_ctx tokens the mining reads
 
 
-def mine_capabilities(run: Run, model, tokenizer) -> dict:
+def mine_capabilities(run: Run, model, tokenizer, others: Iterable[tuple[str, object]] = ()) -> dict:
     """The confident, correct predictions of the final model on validation windows, by the
-    rule that explains them (`interpret/mining.py`), with examples of each; and the same
-    for the middle snapshot, with what the second half of training added."""
+    rule that explains them (`interpret/mining.py`), with examples of each; the same for
+    the middle snapshot, with what the second half of training added; and for each of
+    `others` ((name, model) pairs sharing the run's tokenizer, so the same windows) its
+    shares and the tokens the larger of the two models gets right and the smaller not."""
     import numpy as np
     import torch
 
     from .interpret.mining import LABELS, UNEXPLAINED, TrigramModel, compare, examples, mine, token_pieces
+    from .lm.model import count_parameters
     from .lm.snapshots import list_snapshots
 
     shards = Shards.open(run.stage_dir("shards"))
@@ -472,6 +536,17 @@ def mine_capabilities(run: Run, model, tokenizer) -> dict:
         earlier = mine(middle.load(), windows, pieces, trigrams)
         out["middle"] = {"step": middle.step, "tokens": middle.tokens, **record(earlier),
                          "gained_by_final": compare(final, earlier)}
+    ours = count_parameters(model).total
+    out["models"] = {}
+    for name, other in others:
+        if other.cfg.n_ctx < n_ctx:
+            continue  # it cannot read the windows whole
+        theirs = mine(other, windows, pieces, trigrams)
+        larger, smaller, names = (theirs, final, (name, "this run")) if count_parameters(other).total > ours \
+            else (final, theirs, ("this run", name))
+        out["models"][name] = {"confident_share": float(theirs.confident.mean()), "shares": theirs.shares(),
+                               "larger": names[0], "smaller": names[1],
+                               "gained_by_larger": compare(larger, smaller)}
     return out
 
 

@@ -603,6 +603,12 @@ def test_save_and_load(standin_base, standin_table, tmp_path):
     assert isinstance(again, TinyModelTokenizer) and again.hash == ours.hash
     assert again.encode(CHECKED[2]) == ours.encode(CHECKED[2])
     assert (again.start_id, again.unk_id) == (ours.start_id, ours.unk_id)
+    # the course's own loader reads it too, with TinyModel's ids (a run's tokenizer folder)
+    from tinycourse.corpus.tokenizer import load_tokenizer
+
+    loaded = load_tokenizer(tmp_path)
+    assert isinstance(loaded, TinyModelTokenizer) and loaded.hash == ours.hash
+    assert loaded.encode(CHECKED[2]) == ours.encode(CHECKED[2])
 
 
 def test_the_shipped_table_is_gpt_neos(tinymodel_src, wheel, tmp_path):

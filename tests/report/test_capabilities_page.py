@@ -106,6 +106,12 @@ def write_capabilities_json(folder, with_models=True):
         result["models"] = {"ours: tiny": result["final"],
                             "another <model>": {kind: summarize(score_tasks(other, tokenizer, items))
                                                 for kind, items in shipped.items()}}
+        result["model_sources"] = {"another <model>": {"kind": "run", "parameters": 1234, "n_ctx": 64,
+                                                       "same_tokenizer": True}}
+        theirs = mine(other, windows, pieces, trigrams, threshold=0.05)
+        result["mining"]["models"] = {"another <model>": {
+            "confident_share": float(theirs.confident.mean()), "shares": theirs.shares(),
+            "larger": "another <model>", "smaller": "this run", "gained_by_larger": compare(theirs, mined)}}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "capabilities.json").write_text(json.dumps(result))
     return result
@@ -296,7 +302,9 @@ def test_capabilities_page_works_in_chromium(run, tmp_path):
     assert facts["inductionExamples"] == len(final["induction"])
     assert facts["middleExamples"] == len(middle["induction"])
     assert "step 8" in facts["miningText"] and "gained after it" in facts["miningText"]
-    assert facts["modelTables"] == 2 and facts["modelHeaders"][:3] == ["capability", "ours: tiny", "another <model>"]
+    # a table per suite, then the mining of the model that shares the run's tokenizer
+    assert facts["modelTables"] == 3 and facts["modelHeaders"][:3] == ["capability", "ours: tiny", "another <model>"]
+    assert facts["modelHeaders"][-2:] == ["another <model>", "another <model> gains over this run"]
     assert facts["scripts"] == 2 and facts["pwned"] is None
 
 

@@ -39,6 +39,11 @@ class DataError(ValueError):
     """A story source cannot be read; the message says what was wrong and what to do."""
 
 
+class PretrainedError(ValueError):
+    """A pretrained model or tokenizer cannot be found or read; the one-line message says
+    what to do (`lm.pretrained`, `lm.tinymodel`, `corpus.tinymodel_tokenizer`)."""
+
+
 def clean_story(text: str) -> str:
     """Normalise line ends and whitespace: one story, paragraphs joined by single `\\n`."""
     lines = (line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))

@@ -261,8 +261,13 @@ def load_base_tokenizer(name_or_path: str) -> Tokenizer:
 
 
 def load_tokenizer(folder: str | os.PathLike) -> BPETokenizer | RemapTokenizer:
-    """Load what `save` wrote: a BPE (`tokenizer.json`) or a remap (`remap.json`)."""
+    """Load what `save` wrote: a BPE (`tokenizer.json`), a remap (`remap.json`), or
+    TinyModel's tokenizer (`tinymodel_tokenizer.json`, `TinyModelTokenizer.save`)."""
     folder = Path(folder)
+    if (folder / "tinymodel_tokenizer.json").exists():
+        from .tinymodel_tokenizer import load_tinymodel_tokenizer
+
+        return load_tinymodel_tokenizer(folder)
     if (folder / "remap.json").exists():
         remap = json.loads((folder / "remap.json").read_text())
         base = Tokenizer.from_file(str(folder / "base_tokenizer.json"))
@@ -271,4 +276,4 @@ def load_tokenizer(folder: str | os.PathLike) -> BPETokenizer | RemapTokenizer:
         meta = folder / "tokenizer_meta.json"
         size = json.loads(meta.read_text()).get("vocab_size") if meta.exists() else None
         return BPETokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")), size)
-    raise FileNotFoundError(f"no tokenizer.json or remap.json in {folder}")
+    raise FileNotFoundError(f"no tokenizer.json, remap.json or tinymodel_tokenizer.json in {folder}")

@@ -50,6 +50,7 @@ import torch
 from tokenizers import Tokenizer
 
 from ..config import ModelConfig
+from ..corpus.sources import PretrainedError  # defined with the corpus, which reads pretrained tokenizers
 from ..corpus.tokenizer import START_TOKEN, BPETokenizer
 from .model import GPT
 
@@ -80,10 +81,6 @@ class Pretrained(NamedTuple):
 
     model: GPT  # in eval mode
     tokenizer: BPETokenizer  # encode / decode / start_id, like the course's own tokenizers
-
-
-class PretrainedError(ValueError):
-    """A pretrained model cannot be found or read; the one-line message says what to do."""
 
 
 def load_pretrained(name_or_dir: str | os.PathLike, device: str | torch.device = "cpu", *,
@@ -289,6 +286,25 @@ def _from_hub(repo: str, asked: str | os.PathLike) -> Path:
     return folder
 
 
+def cached_pretrained() -> list[str]:
+    """The `HUB_MODELS` whose files are already in the local Hugging Face cache, found
+    without the network (nothing is downloaded); [] without huggingface_hub."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return []
+    found = []
+    for repo in HUB_MODELS:
+        try:
+            folder = Path(snapshot_download(repo, allow_patterns=["config.json", "tokenizer.json", *WEIGHTS],
+                                            local_files_only=True))
+        except Exception:  # noqa: BLE001 - "not cached" is a different class across versions
+            continue
+        if _complete(folder):
+            found.append(repo)
+    return found
+
+
 def _complete(folder: Path) -> bool:
     return ((folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
             and any((folder / name).is_file() for name in WEIGHTS))
@@ -310,5 +326,5 @@ def _hub_unreachable() -> str | None:
     return None
 
 
-__all__ = ["ALIASES", "HUB_MODELS", "Pretrained", "PretrainedError", "gptneo_model_config",
+__all__ = ["ALIASES", "HUB_MODELS", "Pretrained", "PretrainedError", "cached_pretrained", "gptneo_model_config",
            "gptneo_state_dict", "load_pretrained"]

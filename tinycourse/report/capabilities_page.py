@@ -70,7 +70,7 @@ def write_capabilities_page(folder: str | os.PathLike, out: str | os.PathLike | 
     data = capabilities_page_data(folder)
     page = templates.get_template("capabilities_page.html").render(
         title=title, facts=data["facts"], suites=list(data["suites"]), has_emergence=bool(data["emergence"]),
-        has_mining=data["mining"] is not None, has_models=bool(data["models"]),
+        has_mining=data["mining"] is not None, has_models=len(data["models"]) > 1,
         blob=Markup(script_json(data)))
     path = Path(out) if out is not None else folder / PAGE
     atomic_write_text(path, page)
@@ -98,16 +98,19 @@ def capabilities_page_data(folder: str | os.PathLike) -> dict:
     formation = _formation(folder / HEADS)
     mining = result.get("mining")
     models = result.get("models") or {}
+    # the run's own model first (the file's keys are sorted)
+    models = dict(sorted(models.items(), key=lambda item: not item[0].startswith("this run")))
     facts = {"suites": ", ".join(f"{kind} ({sum(c['n'] for c in s['capabilities'])} items)"
                                  for kind, s in suites.items()),
              "skipped (too long for the context)": sum(s["skipped"] for s in suites.values()) or None,
              "snapshots": len(result.get("emergence", [])) or None,
              "mining": f"{mining['tokens']:,} validation tokens, confident at p >= {mining.get('threshold', 0.5)}"
                        if mining else None,
-             "models": ", ".join(models) if models else None}
+             "models": ", ".join(models) if len(models) > 1 else None}
     return {"columns": [{"key": k, "name": name, "title": t} for k, name, t in SUITE_COLUMNS],
             "suites": suites, "emergence": emergence, "measures": EMERGENCE_MEASURES,
             "formation": formation, "mining": mining, "models": models,
+            "model_sources": result.get("model_sources") or {},
             "facts": {k: v for k, v in facts.items() if v is not None}}
 
 

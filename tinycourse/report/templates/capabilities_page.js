@@ -271,9 +271,13 @@
   const modelsBody = document.getElementById("models-body");
   if (modelsBody) {
     const names = Object.keys(D.models);
+    const source = n => D.model_sources[n];
     for (const suite of Object.keys(D.suites)) {
       const head = el("tr", {}, el("th", { text: "capability" }));
-      for (const n of names) head.append(el("th", { text: n }));
+      for (const n of names) {
+        const s = source(n);
+        head.append(el("th", { text: n, title: s ? s.kind + ", " + s.parameters.toLocaleString("en") + " parameters, n_ctx " + s.n_ctx : "the run's own LM" }));
+      }
       const body = el("tbody");
       for (const c of D.suites[suite].capabilities) {
         const tr = el("tr", {}, el("td", { text: c.name }));
@@ -285,6 +289,29 @@
       }
       modelsBody.append(el("h3", { text: suite + " suite: top-1" }),
                         el("div", { class: "table-wrap" }, el("table", { class: "models" }, el("thead", {}, head), body)));
+    }
+    // the mining of each model that shares the run's tokenizer (so the same windows), and
+    // what the larger of the two gets right that the smaller does not
+    const mined = (D.mining && D.mining.models) || {};
+    const minedNames = Object.keys(mined);
+    if (minedNames.length) {
+      const rules = Object.keys(D.mining.final.shares);
+      const head = el("tr", {}, el("th", { text: "rule" }), el("th", { text: "this run" }));
+      for (const n of minedNames) head.append(el("th", { text: n }), el("th", { text: mined[n].larger + " gains over " + mined[n].smaller }));
+      const body = el("tbody");
+      const share = v => el("td", { class: "num", text: (100 * v).toFixed(1) + "%" });
+      for (const rule of rules) {
+        const tr = el("tr", {}, el("td", { text: rule }), share(D.mining.final.shares[rule]));
+        for (const n of minedNames) tr.append(share(mined[n].shares[rule]), share(mined[n].gained_by_larger[rule]));
+        body.append(tr);
+      }
+      const total = el("tr", {}, el("td", { text: "confident tokens" }), share(D.mining.final.confident_share));
+      for (const n of minedNames) total.append(share(mined[n].confident_share), el("td", { class: "num", text: mined[n].gained_by_larger.tokens.toLocaleString("en") + " tokens" }));
+      body.append(total);
+      modelsBody.append(el("h3", { text: "Mining, models with the run's tokenizer" }),
+                        el("div", { class: "table-wrap" }, el("table", { class: "models mining-models" }, el("thead", {}, head), body)));
+    } else if (names.length > 1) {
+      modelsBody.append(el("p", { class: "note", text: "No other model shares this run's tokenizer, so none is mined on the same windows." }));
     }
   }
 
