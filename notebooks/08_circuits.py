@@ -443,6 +443,29 @@ print(f"ours ({PRESET}): {graph.n_features} active features, replacement {scores
       f"completeness {scores['whole'][1]:.2f}; interventions r = {result.correlation:.2f}")
 
 # %% [markdown]
+# ### A cross-layer transcoder
+#
+# A per-layer transcoder must rebuild in layer 1 what a feature of layer 0 already wrote
+# (Ameisen et al. 2025 call this "cross-layer superposition"). A cross-layer transcoder
+# (CLT) lets each feature read one layer's MLP input and write to that layer's MLP output
+# and every later one's. Layer j's output is the sum over i <= j of layer i's features
+# times the decoder i -> j. The graph code takes either kind. `tinycourse run --stages
+# transcoders,circuits --force --set transcoders.cross_layer=true` trains one beside the
+# per-layer transcoders and scores both on the same prompts (in `circuits.json`, key
+# `crosslayer`). The next cell prints both when they are there.
+
+# %%
+from tinycourse.sae.crosslayer import CrossLayerTranscoder
+
+print(inspect.getsource(CrossLayerTranscoder.decode_layer))
+done = json.loads((run.stage_dir("transcoders") / "transcoders.json").read_text())
+if "crosslayer" in done:
+    for kind, figures in (("per-layer", done["replacement"]), ("cross-layer", done["crosslayer"]["replacement"])):
+        print(f"{kind:12s} every MLP replaced: CE recovered {figures['ce_loss_recovered']:.3f}, KL {figures['kl']:.3f}")
+else:
+    print("no cross-layer transcoder in this run: train one with --set transcoders.cross_layer=true")
+
+# %% [markdown]
 # ## 8. Scaling up
 #
 # - The nodes grow as layers × positions × L0 features, and the adjacency is dense: the

@@ -239,36 +239,31 @@ if PRESET == "tiny":
 # %% [markdown]
 # ### Across models
 #
-# The same suites score any model the course can load. That includes another run of ours
-# (`small`, trained on TinyStories) and the public TinyStories models (section 5). The
-# cell scores every run found in `runs/` and every public model found under `models/`.
-# On a fresh `tiny` setup that is our model alone.
+# The same suites score any model the course can load, and the stage does it for you:
+# beside this run's LM it scores every model named in `capabilities.models` (a run
+# directory, a Hugging Face folder, a hub name), every other run in `runs/` whose LM is
+# built (`small`, trained on TinyStories, say) and every public TinyStories model already
+# in your Hugging Face cache (section 6). Models that share this run's tokenizer are also
+# mined on the same windows (section 5). On a fresh `tiny` setup the table holds our model
+# alone; name more with `tinycourse run --stages capabilities --force --set
+# capabilities.models=models/TinyStories-1M`.
 
 # %%
-from tinycourse.lm.model import load_model
-from tinycourse.corpus.tokenizer import load_tokenizer
-from tinycourse.lm.pretrained import ALIASES, load_pretrained
+from tinycourse.pipeline import other_models
 
-models = {f"ours: {PRESET}": (model, tokenizer)}
-for other in sorted(p for p in run.root.parent.iterdir() if p != run.root and (p / "lm" / "manifest.json").exists()):
-    models[f"ours: {other.name}"] = (load_model(other / "lm"), load_tokenizer(other / "tokenizer"))
-for alias in sorted(ALIASES):
-    folder = Path("models") / alias
-    if (folder / "config.json").exists():
-        models[alias] = tuple(load_pretrained(folder))
-print("models:", ", ".join(models))
-
-top1 = {}
-for name, (m, tok) in models.items():
-    for kind, items in suites.items():
-        scorable = [i for i in items if caps.fits(i, tok, m.cfg.n_ctx)]
-        top1[name, kind] = {c: r["top1"] for c, r in caps.summarize(caps.score_tasks(m, tok, scorable)).items()}
+print("the stage found:", other_models(run) or "no other model")
+names = list(result["models"])
 print(f"\ntop-1 accuracy {'':14s}", " ".join(f"{c[:9]:>9s}" for c in CAPABILITIES))
-for (name, kind), row in top1.items():
-    print(f"{name[:16]:16s} {kind[:11]:11s}", " ".join(f"{row.get(c, float('nan')):9.2f}" for c in CAPABILITIES))
+for name in names:
+    for kind, table in result["models"][name].items():
+        source = result["model_sources"].get(name, {})
+        print(f"{name[:16]:16s} {kind[:11]:11s}", " ".join(f"{table[c]['top1'] if c in table else float('nan'):9.2f}"
+                                                          for c in CAPABILITIES),
+              f"({source['parameters']:,} parameters)" if source else "")
 
 # %%
-assert top1[f"ours: {PRESET}", "storyworld"]["ngram"] == sw["ngram"]["top1"]  # the stage's numbers, again
+assert result["models"][f"this run ({run.root.name})"] == result["final"]  # the stage's numbers, again
+assert set(result["model_sources"]) == set(names) - {f"this run ({run.root.name})"}
 
 # %% [markdown]
 # ## 4. When was each capability learned?
@@ -362,6 +357,8 @@ assert mining["final"]["confident_share"] >= middle["confident_share"] - 0.02  #
 # `hf download roneneldan/TinyStories-1M --local-dir models/TinyStories-1M`.
 
 # %%
+from tinycourse.lm.pretrained import load_pretrained
+
 print(inspect.getsource(load_pretrained))
 
 # %%

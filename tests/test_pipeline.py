@@ -264,3 +264,34 @@ def test_capabilities_scores_other_models_side_by_side(cfg, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(pretrained.PretrainedError, match="cannot be reached|not installed"):
         load_other_model(other_models(make_run(named, tmp_path))[0][1])
+
+
+def test_transcoders_stage_trains_and_measures_attention_saes(cfg, tmp_path):
+    from tinycourse.sae.transcoders import load_attention_saes
+
+    micro = apply_overrides(cfg, [
+        "model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.d_head=16", "model.d_mlp=64",
+        "model.n_ctx=32", "train.max_steps=10", "train.eval_every=10", "train.checkpoint_every=10",
+        "train.batch_size=8", "transcoders.d_sae=64", "transcoders.k=4", "transcoders.n_tokens=2560",
+        "transcoders.batch_size=256", "transcoders.checkpoint_every=5", "transcoders.lm_batch_size=16",
+        "transcoders.eval_tokens=500", "transcoders.attention_saes=true"])
+    run = make_run(micro, tmp_path)
+    run.run(["transcoders", "report"])
+    folder = run.stage_dir("transcoders")
+    result = json.loads((folder / "transcoders.json").read_text())
+    rows = result["attention"]["per_layer"]
+    assert [(r["layer"], r["hook_in"], r["hook_out"]) for r in rows] == [
+        (i, f"blocks.{i}.hook_attn_out", f"blocks.{i}.hook_attn_out") for i in (0, 1)]
+    assert all(r["l0"] <= 4 and r["train"]["tokens"] == 2560 and "ce_loss_recovered" in r["alone"] for r in rows)
+    assert [r["hook_out"] for r in result["per_layer"]] == ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
+    assert list(load_attention_saes(folder)) == [0, 1]
+    summary = json.loads((folder / "manifest.json").read_text())["summary"]
+    assert len(summary["attention_fve"].split(", ")) == 2 and "attention_evaluate" in summary["seconds_by_part"]
+    page = (run.stage_dir("report") / "index.html").read_text()
+    assert "Attention outputs: an SAE on each" in page and "blocks.1.hook_attn_out" in page
+    # the run's tags: M from the transcoders, A from attention/, both the dictionaries' encodes
+    tagged, tokens = run.tagged(), torch.tensor([[1, 2, 3, 4, 5]])
+    sae = load_attention_saes(folder)[1]
+    _, cache = run.model().run_with_cache(tokens, names=["blocks.1.hook_attn_out"])
+    assert torch.allclose(tagged["A1"](tokens), sae.encode(cache["blocks.1.hook_attn_out"]), atol=1e-5)
+    assert tagged["M0N3"](tokens).shape == (1, 5)

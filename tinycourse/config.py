@@ -329,6 +329,14 @@ class TranscodersConfig:
     lm_batch_size: int = 64  # sequences per LM forward (training stream and evaluation)
     eval_tokens: int = 50_000  # validation tokens the figures are measured on
     seed: int = 0
+    # also train a cross-layer transcoder (`sae.crosslayer`, always TopK) of the same d_sae
+    # and k per layer, its features writing their own and every later MLP's output, after
+    # the per-layer ones on the same stream, into transcoders/crosslayer/
+    cross_layer: bool = False
+    # also an SAE on each layer's attention output `blocks.{i}.hook_attn_out` (TinyModel's
+    # "A" dictionaries) of the same d_sae, k and kind, more members of the transcoders' sweep
+    # on the same stream, into transcoders/attention/layer_{i}/
+    attention_saes: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("transcoders.kind", self.kind, ("relu", "topk", "batchtopk", "jumprelu"))

@@ -169,6 +169,12 @@ class Run:
 
         return load_sae(self.ensure("sae"), device=device)
 
+    def tagged(self, device: str = "cpu"):
+        """The LM with TinyModel's tags on the transcoders stage's dictionaries (`sae.tags`)."""
+        from .sae.tags import TaggedModel
+
+        return TaggedModel.from_run_dir(self.ensure("transcoders"), self.model(device))
+
     def activation_source(self, hook_in: str, hook_out: str | None = None, device: str = "cpu"):
         """What the SAE trainer reads: the collected store, or (storage=stream) the LM run live."""
         from .sae.activations import ActivationStore, StreamingSource
@@ -297,9 +303,10 @@ def _probe_source(run: Run) -> str:
 def build_heads(run: Run, folder: Path) -> dict:
     """Every head's pattern scores on stories and on [start] + R + R (ours and
     TransformerLens's head_detector's), Q/K/V composition with its random baseline, OV
-    copying, zero and mean ablation of each head on labelled token groups, a one-line
-    description of each head, and head formation across the lm stage's snapshots
-    (heads.json; see `interpret/heads.py`, `ablation.py`, `catalogue.py`, `formation.py`);
+    copying, zero and mean ablation of each head on labelled token groups, activation
+    patching on indirect-object and on repeated-name pairs, a one-line description of each
+    head, and head formation across the lm stage's snapshots (heads.json; see
+    `interpret/heads.py`, `ablation.py`, `patching.py`, `catalogue.py`, `formation.py`);
     the queries where each head is most active (examples.json, `head_examples.py`), its
     patterns on a story and the TinyStories-1L-21M study's prompt (patterns.json), and the
     catalogue page of all of it, index.html (`report/heads_page.py`)."""
@@ -356,6 +363,7 @@ def build_heads(run: Run, folder: Path) -> dict:
         "ablation": ablation,
         "catalogue": catalogue(described, copying, ablation["mean"]["delta"]),
         "patching": ioi_patching(model, tokenizer),
+        "patching_repeated_name": repeated_name_patching(model, tokenizer),
         "formation": formation,
     }
     atomic_write_json(folder / "heads.json", result)
@@ -391,6 +399,30 @@ def ioi_patching(model, tokenizer) -> dict | None:
         return None
     clean = pairs[0]
     return {"template": IOI_TEMPLATE, "pairs": len(clean),
+            "tokens": [tokenizer.decode([i]) for i in clean[0].tolist()],
+            "heads": patch_heads(model, *pairs), "residual": patch_residual(model, *pairs)}
+
+
+def repeated_name_patching(model, tokenizer) -> dict | None:
+    """Activation patching on repeated-name pairs (`interpret/patching.py`): a storyworld
+    name's first mention replaced by another of its kind and token length, the answer the
+    name's first token where it is about to be repeated; each head's output and the
+    residual stream at each layer and position, patched from clean into corrupted. None
+    when the tokenizer gives no such pair, or the prompts exceed n_ctx."""
+    from .interpret.patching import REPEATED_NAME_TEMPLATE, patch_heads, patch_residual, repeated_name_pairs
+
+    try:
+        pairs = repeated_name_pairs(tokenizer)
+    except ValueError:  # no two names of one token length: nothing to patch, as for IOI's None
+        return None
+    clean, corrupted = pairs[0], pairs[1]
+    if clean.shape[1] > model.cfg.n_ctx:
+        return None
+    # the positions some pair's tokens differ at: inside the first mention, which starts at the first
+    return {"template": REPEATED_NAME_TEMPLATE, "pairs": len(clean),
+            "replaced": (clean != corrupted).any(0).nonzero()[:, 0].tolist(),
+            "example": {"clean": tokenizer.decode(clean[0, 1:].tolist()),
+                        "corrupted": tokenizer.decode(corrupted[0, 1:].tolist())},
             "tokens": [tokenizer.decode([i]) for i in clean[0].tolist()],
             "heads": patch_heads(model, *pairs), "residual": patch_residual(model, *pairs)}
 
@@ -671,11 +703,16 @@ def build_transcoders(run: Run, folder: Path) -> dict:
     """A transcoder for every MLP (or `transcoders.layers`), all trained from one stream of
     LM forwards, nothing on disk (`sae/transcoders.py`): layer_{i}/ each an SAE folder,
     training.json; then measured on held-out tokens alone and with every MLP replaced at
-    once (`evaluate/replacement.py`): transcoders.json."""
+    once (`evaluate/replacement.py`): transcoders.json. With `transcoders.cross_layer`, then
+    a cross-layer transcoder on the same stream (`sae/crosslayer.py`) into crosslayer/,
+    measured the same way (transcoders.json's "crosslayer"). With `transcoders.attention_saes`,
+    an SAE on each attention output trained beside the transcoders into attention/layer_{i}/,
+    each measured with that attention output alone replaced (and all at once): "attention"."""
     from .config import EvalConfig
     from .evaluate.replacement import evaluate_replacement
     from .lm.model import load_model
-    from .sae.transcoders import load_transcoders, train_transcoders
+    from .sae.crosslayer import FOLDER, load_crosslayer, train_crosslayer
+    from .sae.transcoders import load_attention_saes, load_transcoders, train_transcoders
 
     device, cfg = _device(), run.cfg.transcoders
     started = time.time()
@@ -696,19 +733,59 @@ def build_transcoders(run: Run, folder: Path) -> dict:
     result = {"layers": trained["layers"], "n_tokens": figures["n_tokens"],
               "training_tokens": cfg.n_tokens, "per_layer": figures["dictionaries"],
               "replacement": figures["replacement"], "seconds": seconds}
+    if cfg.attention_saes:  # trained in the same sweep; each spliced at its hook_attn_out
+        at = time.time()
+        attention = {f"layer_{layer}": sae for layer, sae in load_attention_saes(folder, device).items()}
+        attn_figures = evaluate_replacement(model, attention, shards,
+                                            EvalConfig(n_tokens=cfg.eval_tokens, batch_size=cfg.lm_batch_size),
+                                            device=device, exclude_start=True)
+        seconds["attention_evaluate"] = round(time.time() - at, 2)
+        for row, layer in zip(attn_figures["dictionaries"], trained["layers"]):
+            row["layer"] = layer
+            member = trained["attention"]["members"][str(layer)]
+            row["train"] = {k: member.get(k) for k in ("tokens", "fve", "l0", "dead_fraction")}
+        result["attention"] = {"per_layer": attn_figures["dictionaries"], "replacement": attn_figures["replacement"]}
+    if cfg.cross_layer:  # the CLT after the per-layer ones: the same stream, a second pass
+        at = time.time()
+        clt_trained = train_crosslayer(cfg, model, shards, folder / FOLDER, device=device)
+        seconds["crosslayer_train"] = round(time.time() - at, 2)
+        at = time.time()
+        clt_figures = evaluate_replacement(model, load_crosslayer(folder / FOLDER, device), shards,
+                                           EvalConfig(n_tokens=cfg.eval_tokens, batch_size=cfg.lm_batch_size),
+                                           device=device, exclude_start=True)
+        seconds["crosslayer_evaluate"] = round(time.time() - at, 2)
+        for row, train_row in zip(clt_figures["dictionaries"], clt_trained["per_layer"]):
+            row["layer"] = train_row["layer"]
+            row["train"] = {k: train_row.get(k) for k in ("fve", "l0", "dead_fraction")}
+        result["crosslayer"] = {"per_layer": clt_figures["dictionaries"], "replacement": clt_figures["replacement"],
+                                "tokens_per_s": clt_trained["tokens_per_s"]}
     atomic_write_json(folder / "transcoders.json", result)
     replacement = figures["replacement"]
     rows = figures["dictionaries"]
 
-    def per_layer(key: str, digits: int) -> str:
+    def per_layer(key: str, digits: int, rows=rows) -> str:
         return ", ".join("-" if r[key] is None else f"{r[key]:.{digits}f}" for r in rows)
 
-    return {"layers": len(rows), "fve": per_layer("fve", 3), "l0": per_layer("l0", 1),
-            "dead_fraction": per_layer("dead_fraction", 3),
-            "ce_loss_recovered": replacement["ce_loss_recovered"], "kl": replacement["kl"],
-            "ce_loss_recovered_vs_mean": replacement["ce_loss_recovered_vs_mean"],
-            "n_tokens": figures["n_tokens"], "seconds": round(time.time() - started, 2),
-            "seconds_by_part": seconds}
+    summary = {"layers": len(rows), "fve": per_layer("fve", 3), "l0": per_layer("l0", 1),
+               "dead_fraction": per_layer("dead_fraction", 3),
+               "ce_loss_recovered": replacement["ce_loss_recovered"], "kl": replacement["kl"],
+               "ce_loss_recovered_vs_mean": replacement["ce_loss_recovered_vs_mean"],
+               "n_tokens": figures["n_tokens"], "seconds": round(time.time() - started, 2),
+               "seconds_by_part": seconds}
+    if cfg.cross_layer:
+        clt_rows = result["crosslayer"]["per_layer"]
+        summary.update({"crosslayer_fve": per_layer("fve", 3, clt_rows), "crosslayer_l0": per_layer("l0", 1, clt_rows),
+                        "crosslayer_dead_fraction": per_layer("dead_fraction", 3, clt_rows),
+                        "crosslayer_ce_loss_recovered": result["crosslayer"]["replacement"]["ce_loss_recovered"],
+                        "crosslayer_kl": result["crosslayer"]["replacement"]["kl"]})
+    if cfg.attention_saes:
+        attn_rows = result["attention"]["per_layer"]
+        summary.update({"attention_fve": per_layer("fve", 3, attn_rows), "attention_l0": per_layer("l0", 1, attn_rows),
+                        "attention_dead_fraction": per_layer("dead_fraction", 3, attn_rows),
+                        "attention_ce_loss_recovered": ", ".join(
+                            "-" if r["alone"]["ce_loss_recovered"] is None else f"{r['alone']['ce_loss_recovered']:.3f}"
+                            for r in attn_rows)})
+    return summary
 
 
 @stage("features", needs=("tokenizer", "shards", "lm", "sae"), reads=("features", "eval"),
@@ -840,13 +917,17 @@ def build_circuits(run: Run, folder: Path) -> dict:
     (`<slug>.json`), our offline viewer (`<slug>.html`, `report/graph_page.py`), and the
     top nodes ablated in the real model against the graph's prediction; `circuits.json`
     lists them. Node labels and hover contexts come from the features stage's scans of
-    the transcoders, when it has made them."""
+    the transcoders, when it has made them. With `transcoders.cross_layer`, each prompt's
+    graph is also built through the cross-layer transcoder, and its scores stand beside
+    the transcoders' in circuits.json (each graph's "crosslayer"; the means of both
+    kinds under the top-level "crosslayer")."""
     from .interpret.capabilities import answer_ids, shipped_suites
     from .interpret.circuits import (attribution_graph, completeness_score, intervention_check, prune,
                                      replacement_score, to_circuit_tracer_json)
     from .lm.model import load_model
     from .report.graph_page import scan_contexts, write_graph_page
     from .report.standalone import json_safe
+    from .sae.crosslayer import FOLDER, load_crosslayer
     from .sae.transcoders import load_transcoders
 
     cfg = run.cfg.circuits
@@ -854,6 +935,7 @@ def build_circuits(run: Run, folder: Path) -> dict:
     model = load_model(run.stage_dir("lm"))
     tokenizer = load_tokenizer(run.stage_dir("tokenizer"))
     transcoders = load_transcoders(run.stage_dir("transcoders"))
+    clt = load_crosslayer(run.stage_dir("transcoders") / FOLDER) if run.cfg.transcoders.cross_layer else None
     text = token_text(tokenizer, tokenizer.start_id)
     kind = "storyworld" if run.cfg.data.source == "storyworld" else "tinystories"
     suite = shipped_suites().get(kind, [])
@@ -901,14 +983,35 @@ def build_circuits(run: Run, folder: Path) -> dict:
                 "completeness_score_pruned": float(completeness_score(graph, pruned)),
                 "intervention_correlation": json_safe(float(check.correlation)),
                 "intervention_correlation_frozen": json_safe(float(check.frozen_correlation))})
+            if clt is not None:  # the same prompt and targets through the CLT, scores side by side
+                g = attribution_graph(model, clt, ids, targets=targets)
+                kept = prune(g, cfg.node_threshold, cfg.edge_threshold)
+                check = intervention_check(model, clt, ids, g, top=cfg.intervention_top)
+                graphs[-1]["crosslayer"] = {
+                    "features": int(g.n_features), "nodes_kept": int(kept.node_mask.sum()),
+                    "edges_kept": int(kept.edge_mask.sum()),
+                    "replacement_score": float(replacement_score(g)),
+                    "replacement_score_pruned": float(replacement_score(g, kept)),
+                    "completeness_score": float(completeness_score(g)),
+                    "completeness_score_pruned": float(completeness_score(g, kept)),
+                    "intervention_correlation": json_safe(float(check.correlation))}
     result = {"graphs": graphs, "labelled_from": sorted(str(p.relative_to(run.root)) for p in scans.values()),
               "config": dataclasses.asdict(cfg), "seconds": round(time.time() - started, 2)}
+    if clt is not None and graphs:  # both kinds' scores side by side, averaged over the prompts
+        result["crosslayer"] = {key: {"transcoders": sum(g[key] for g in graphs) / len(graphs),
+                                      "crosslayer": sum(g["crosslayer"][key] for g in graphs) / len(graphs)}
+                                for key in ("replacement_score", "replacement_score_pruned",
+                                            "completeness_score", "completeness_score_pruned")}
     atomic_write_json(folder / "circuits.json", result)
     correlations = [g["intervention_correlation"] for g in graphs if g["intervention_correlation"] is not None]
-    return {"graphs": len(graphs), "nodes_kept": sum(g["nodes_kept"] for g in graphs),
-            "replacement_score_mean": sum(g["replacement_score"] for g in graphs) / len(graphs) if graphs else None,
-            "intervention_correlation_mean": sum(correlations) / len(correlations) if correlations else None,
-            "seconds": result["seconds"]}
+    summary = {"graphs": len(graphs), "nodes_kept": sum(g["nodes_kept"] for g in graphs),
+               "replacement_score_mean": sum(g["replacement_score"] for g in graphs) / len(graphs) if graphs else None,
+               "intervention_correlation_mean": sum(correlations) / len(correlations) if correlations else None,
+               "seconds": result["seconds"]}
+    if "crosslayer" in result:
+        summary.update({f"crosslayer_{key}_mean": result["crosslayer"][key]["crosslayer"]
+                        for key in ("replacement_score", "completeness_score")})
+    return summary
 
 
 @stage("report", needs=(), reads=(), reads_all=True)

@@ -65,6 +65,13 @@ def write_heads_json(folder):
              "copying": copying, "ablation": ablation, "catalogue": entries,
              "patching": {"template": "<A> gave <B> a ball", "pairs": 4, "tokens": ["a", "b"],
                           "heads": {"recovered": grid(40, -1, 1)}, "residual": {"recovered": [[0.5]], "hooks": ["x"]}},
+             "patching_repeated_name": {
+                 "template": "a <girl> named {name}.", "pairs": 4, "tokens": ["a", "Zu", "bo", "."], "replaced": [1, 2],
+                 "example": {"clean": "a girl named Zubo.", "corrupted": "a girl named Kora."},
+                 "heads": {"recovered": grid(41, -1, 1)},
+                 "residual": {"recovered": [[0.0, 1.0, 0.2, 0.1]] * 3, "hooks": ["blocks.0.hook_resid_pre",
+                                                                              "blocks.1.hook_resid_pre",
+                                                                              "blocks.1.hook_resid_post"]}},
              "composition": {}, "formation": []}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "heads.json").write_text(json.dumps(heads))
@@ -108,7 +115,8 @@ def test_page_holds_every_head_in_one_escaped_blob(heads_folder):
     heads = json.loads((heads_folder / "heads.json").read_text())
     keys = [c["key"] for c in data["columns"]]
     assert keys[:8] == [f"stories.{n}" for n in heads["score_names"]]
-    assert keys[8:] == ["repeated_tokens.induction", "copying", "ablation.mean.all", "ablation.mean.max", "patching"]
+    assert keys[8:] == ["repeated_tokens.induction", "copying", "ablation.mean.all", "ablation.mean.max", "patching",
+                        "patching_repeated_name"]
     for i, h in enumerate(data["heads"]):
         layer, index = h["layer"], h["index"]
         assert len(h["values"]) == len(keys)
@@ -119,6 +127,7 @@ def test_page_holds_every_head_in_one_escaped_blob(heads_folder):
         assert data["ablation"]["modes"]["zero"]["delta"][i] == [heads["ablation"]["zero"]["delta"][g][layer][index]
                                                                  for g in GROUPS]
         assert h["description"] == heads["catalogue"][i]["description"]
+        assert h["values"][-1] == heads["patching_repeated_name"]["heads"]["recovered"][layer][index]
     assert data["heads"][1]["values"][keys.index("stories.pivot")] is None
     assert data["ablation"]["modes"]["mean"]["clean"][3] is None
     assert len(data["examples"]["heads"]) == N_LAYERS * N_HEADS
@@ -153,10 +162,11 @@ def test_without_the_optional_files_their_parts_are_left_out(heads_folder, tmp_p
     assert 'id="patterns"' not in page and 'id="examples"' not in page
     assert page.count("<script") == 2 and len(page) < 200_000  # no CircuitsVis bundle without patterns
     heads = json.loads((heads_folder / "heads.json").read_text())
-    del heads["patching"], heads["ablation"]
+    del heads["patching"], heads["ablation"], heads["patching_repeated_name"]
     (heads_folder / "heads.json").write_text(json.dumps(heads))
     data = heads_page_data(heads_folder)
     assert data["ablation"] is None and data["patching_template"] is None
+    assert data["patching_repeated_name_template"] is None and "repeated-name patching" not in data["facts"]
     assert [c["key"] for c in data["columns"]][-2:] == ["repeated_tokens.induction", "copying"]
 
 
@@ -246,3 +256,21 @@ def test_the_reports_heads_section_links_the_page_once_it_exists(tmp_path):
     assert link not in render("heads.html", anchor="heads", **section.gather(tmp_path, manifests, True))
     write_heads_page(tmp_path / "heads")
     assert link in render("heads.html", anchor="heads", **section.gather(tmp_path, manifests, True))
+
+
+def test_the_reports_heads_section_draws_both_kinds_of_patching(tmp_path):
+    from tinycourse.report import heads as section
+    from tinycourse.report.page import render
+
+    heads = write_heads_json(tmp_path / "heads")
+    context = section.gather(tmp_path, {"heads": {"summary": {}}}, True)
+    assert all(context[k].startswith("data:image/png") for k in ("patching", "patching_repeated_name"))
+    assert context["patching"] != context["patching_repeated_name"]
+    html = render("heads.html", anchor="heads", **context)
+    assert html.count("<img") == 3  # ablations, IOI patching, repeated-name patching (no formation rows)
+    assert 'alt="activation patching on repeated names"' in html and "a &lt;girl&gt; named {name}." in html
+    assert "a girl named Zubo." in html and "Beside the study" not in html
+    del heads["patching_repeated_name"]
+    (tmp_path / "heads" / "heads.json").write_text(json.dumps(heads))
+    html = render("heads.html", anchor="heads", **section.gather(tmp_path, {"heads": {"summary": {}}}, True))
+    assert "repeated names" not in html.split("Activation patching")[1]

@@ -46,3 +46,46 @@ def test_bad_tags_are_one_line_errors(model):
     wrong = TaggedModel(model, {"M": {0: transcoder(1)}})
     with pytest.raises(ValueError, match="should read blocks.0.ln2.hook_normalized"):
         wrong["M0"]
+
+
+def attention_sae(layer, d_sae=10):
+    cfg = SAEConfig(kind="topk", k=3, hook_in=f"blocks.{layer}.hook_attn_out", d_sae=d_sae)
+    sae = SparseAutoencoder(cfg, d_in=16)
+    with torch.no_grad():
+        sae.b_enc.normal_()  # TopK keeps 3 of 10, some latents of some tokens non-zero
+    return sae.eval()
+
+
+def test_a_run_dirs_tags_give_the_attention_saes_latents(model, tmp_path):
+    from tinycourse.lm.model import save_model
+
+    save_model(model, tmp_path / "lm")
+    for layer in (0, 1):
+        save_sae(transcoder(layer), tmp_path / "transcoders" / f"layer_{layer}")
+    sae = attention_sae(0)
+    save_sae(sae, tmp_path / "transcoders" / "attention" / "layer_0")
+    tokens = torch.tensor([[1, 4, 7, 2, 9], [3, 3, 5, 0, 1]])
+    _, cache = model.run_with_cache(tokens, names=["blocks.0.hook_attn_out"])
+    with torch.no_grad():
+        expected = sae.encode(cache["blocks.0.hook_attn_out"])
+    assert expected.count_nonzero() > 0
+    for tagged in (TaggedModel.from_run_dir(tmp_path), TaggedModel.from_run_dir(tmp_path / "transcoders", model)):
+        assert tagged._loaded == {}  # nothing until asked
+        got = tagged["A0"](tokens)
+        assert got.shape == (2, 5, 10) and torch.allclose(got, expected, atol=1e-6)
+        assert torch.allclose(tagged["A0N3"](tokens), expected[..., 3], atol=1e-6)
+        assert list(tagged._loaded) == [("A", 0)]
+        assert tagged["M1"](tokens).shape == (2, 5, 12)
+        with pytest.raises(KeyError, match=r"no A1: .* --set transcoders.attention_saes=true"):
+            tagged["A1"]
+    assert torch.equal(TaggedModel.from_run_dir(tmp_path)(tokens), model(tokens))  # the run's LM, loaded
+
+
+def test_an_untrained_attention_tag_names_the_setting(model, tmp_path):
+    save_sae(transcoder(0), tmp_path / "transcoders" / "layer_0")
+    tagged = TaggedModel.from_run_dir(tmp_path, model)
+    with pytest.raises(KeyError) as err:
+        tagged["A0"]
+    assert "\n" not in str(err.value) and "--set transcoders.attention_saes=true" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="no transcoders in"):
+        TaggedModel.from_run_dir(tmp_path / "nowhere", model)

@@ -7,13 +7,19 @@
     check = intervention_check(model, transcoders, ids, graph)   the graph against the model
 
 `transcoders` maps every layer i to a transcoder from `blocks.{i}.ln2.hook_normalized` to
-`blocks.{i}.hook_mlp_out` (a dict or a list, one per layer).
+`blocks.{i}.hook_mlp_out` (a dict or a list, one per layer), or is a cross-layer
+transcoder over every layer (`sae.crosslayer`): a CLT feature of layer i reads MLP i's
+input and writes MLP i's output and every later one's, so its edges reach the nodes of
+every later layer, and the logits, through each of those writes. Everything below holds
+for both kinds; the graph code sees either through the same small interface
+(`_Transcoders` here, `circuits_crosslayer.CrossLayerView`).
 
 The local replacement model (Ameisen et al. 2025, "Circuit tracing"; safety-research's
 circuit-tracer follows the same recipe, and the facts below marked [ct] are taken from its
 code). The clean run of the prompt fixes three things: every attention pattern, every
 norm's scale (the 1/std, or 1/rms, it divides by: ln1, ln2 and ln_final) and each MLP's
-transcoder error (mlp_out - transcoder(mlp_in) at that layer and position). With those
+transcoder error (mlp_out - transcoder(mlp_in) at that layer and position; a CLT's: mlp_out
+minus the writes into it of the features of that layer and every earlier one). With those
 frozen, each MLP is replaced by its transcoder's decoder writes plus the error, and what
 is left is linear in the residual stream: a frozen norm is x -> (x - mean x) * s * w + b,
 a frozen attention layer is pattern @ (x W_V + b_V) W_O + b_O, the skip path of a skip
@@ -29,12 +35,13 @@ Nodes, in this order [ct]:
                at most `max_logits`, until their probabilities sum to `logit_probability`
                (10 and 0.95 [ct])
 Every source (feature, error, embedding) enters the frozen model as a vector times a
-scale, 1 on the clean run: f * W_dec[latent] for a feature, the error vector, the
-embedding. A target's *input* is what it reads: a feature's pre-activation, the encoder
-applied to its frozen-normalised MLP input (for every activation rule an active latent's
-activation equals its pre-activation, so input and activation agree); a logit's is the
-logit against the mean-centred unembedding, logit_t - mean_v logit_v (circuit-tracer
-injects W_U[:, t] - mean_v W_U[:, v] [ct]).
+scale, 1 on the clean run: f * W_dec[latent] for a feature (a CLT feature of layer i:
+f * W_dec[i -> j][latent] into each MLP output j >= i, all under its one scale), the
+error vector, the embedding. A target's *input* is what it reads: a feature's
+pre-activation, the encoder applied to its frozen-normalised MLP input (for every
+activation rule an active latent's activation equals its pre-activation, so input and
+activation agree); a logit's is the logit against the mean-centred unembedding,
+logit_t - mean_v logit_v (circuit-tracer injects W_U[:, t] - mean_v W_U[:, v] [ct]).
 
 Edges: adjacency[t, s] = d input_t / d scale_s in the frozen model, where the features
 are held at their activations (they are nodes, so an effect through another feature is
@@ -111,11 +118,68 @@ from torch import Tensor
 
 from ..evaluate.metrics import _eval_mode
 from ..lm.model import GPT, model_device, unwrap
+from ..sae.crosslayer import CrossLayerTranscoder
 from ..sae.model import SparseAutoencoder
+from .circuits_crosslayer import CrossLayerView, checked_crosslayer
 
 KINDS = ("feature", "error", "embedding", "logit")
 MAX_NODES = 20_000  # the adjacency is dense: 20K^2 float32 is 1.6 GB
 FEATURE_MODES = ("fixed", "linear", "free")
+
+
+# --- what replaces the MLPs --------------------------------------------------------------
+
+class _Transcoders:
+    """A transcoder per layer, as the graph reads what replaces the MLPs. Both kinds (the
+    other is `circuits_crosslayer.CrossLayerView`) give, every vector in the model's raw
+    units with the dictionaries' scales applied:
+
+        sources(j)             the layers whose features write MLP j's output
+        targets(i)             the layers whose MLP outputs layer i's features write
+        pre_activations(i, x)  layer i's MLP input (..., d_model) -> (..., d_sae)
+        activate(i, pre)       its activation rule
+        reads(i, latents)      encoder directions (m, d_model), biases (m,): pre = x . dir + bias
+        writes(i, j, latents)  what one unit of each latent adds to MLP j's output (m, d_model)
+        written(j, fs)         the writes into MLP j of activations fs[i] (..., d_sae) of its sources
+        constant(j, x)         the rest of MLP j's replacement: b_dec, and a skip path (x its input)
+    """
+
+    kind = "transcoders"
+
+    def __init__(self, tcs: list[SparseAutoencoder]):
+        self.tcs, self.modules, self.n_layers = tcs, tuple(tcs), len(tcs)
+
+    def sources(self, j: int) -> range:
+        return range(j, j + 1)
+
+    targets = sources
+
+    def pre_activations(self, i: int, x: Tensor) -> Tensor:
+        return self.tcs[i].pre_activations(x * self.tcs[i].input_scale)
+
+    def activate(self, i: int, pre: Tensor) -> Tensor:
+        return self.tcs[i].activate(pre)
+
+    def reads(self, i: int, latents: Tensor) -> tuple[Tensor, Tensor]:
+        tc = self.tcs[i]
+        return tc.W_enc[:, latents].T * tc.input_scale, tc.b_enc[latents]
+
+    def writes(self, i: int, j: int, latents: Tensor) -> Tensor:
+        return self.tcs[i].W_dec[latents] / self.tcs[i].output_scale
+
+    def written(self, j: int, fs) -> Tensor:
+        return fs[j] @ self.tcs[j].W_dec / self.tcs[j].output_scale
+
+    def constant(self, j: int, x: Tensor) -> Tensor:
+        tc = self.tcs[j]
+        skip = (x * tc.input_scale) @ tc.W_skip if tc.cfg.skip_connection else 0
+        return (tc.b_dec + skip) / tc.output_scale
+
+
+def _write_norms(view, layer: int, latents: Tensor) -> Tensor:
+    """The norm of each latent's writes, all its target MLPs together. (m,) -> (m,)"""
+    norms = [view.writes(layer, j, latents).norm(dim=-1) for j in view.targets(layer)]
+    return norms[0] if len(norms) == 1 else torch.stack(norms).norm(dim=0)
 
 
 # --- the clean run, frozen ---------------------------------------------------------------
@@ -126,7 +190,7 @@ class LocalReplacement:
 
     pos positions, L layers, n_f graph features, n_t = n_f + n_logits targets."""
     model: GPT
-    transcoders: list[SparseAutoencoder]
+    dictionaries: _Transcoders | CrossLayerView  # what replaces the MLPs
     ids: Tensor  # (pos,) int64
     embed: Tensor  # (pos, d_model) W_E[ids] + W_pos
     patterns: list[Tensor]  # per layer (n_heads, pos, pos)
@@ -148,14 +212,22 @@ class LocalReplacement:
     read_const: Tensor  # (n_t,)
 
     @property
+    def n_layers(self) -> int:
+        return self.dictionaries.n_layers
+
+    @property
     def n_sources(self) -> int:
         return len(self.features) + self.errors.shape[0] * len(self.ids) + len(self.ids)
 
 
-def _checked(model, transcoders, ids) -> tuple[GPT, list[SparseAutoencoder], Tensor]:
+def _checked(model, transcoders, ids) -> tuple[GPT, _Transcoders | CrossLayerView, Tensor]:
     """Validate the inputs; one-line errors that say what to pass instead."""
     model = unwrap(model)
     cfg = model.cfg
+    device = model_device(model)
+    dtype = model.W_E.dtype
+    if isinstance(transcoders, CrossLayerTranscoder):
+        return model, checked_crosslayer(transcoders, cfg, device, dtype), _checked_ids(ids, cfg, device)
     if isinstance(transcoders, Mapping):
         missing = [i for i in range(cfg.n_layers) if i not in transcoders]
         if missing:
@@ -167,8 +239,6 @@ def _checked(model, transcoders, ids) -> tuple[GPT, list[SparseAutoencoder], Ten
         if len(tcs) != cfg.n_layers:
             raise ValueError(f"{len(tcs)} transcoders for {cfg.n_layers} layers: an attribution graph "
                              f"replaces every MLP, so pass one per layer")
-    device = model_device(model)
-    dtype = model.W_E.dtype
     for i, tc in enumerate(tcs):
         want = (f"blocks.{i}.ln2.hook_normalized", f"blocks.{i}.hook_mlp_out")
         if not tc.is_transcoder or (tc.cfg.hook_in, tc.cfg.hook_out) != want:
@@ -180,6 +250,10 @@ def _checked(model, transcoders, ids) -> tuple[GPT, list[SparseAutoencoder], Ten
         if tc.W_enc.device != device or tc.W_enc.dtype != dtype:
             raise ValueError(f"the transcoder for layer {i} is {tc.W_enc.dtype} on {tc.W_enc.device}, the "
                              f"model {dtype} on {device}: move it with .to(...)")
+    return model, _Transcoders(tcs), _checked_ids(ids, cfg, device)
+
+
+def _checked_ids(ids, cfg, device) -> Tensor:
     ids = torch.as_tensor(ids, dtype=torch.long).flatten().to(device)
     if len(ids) == 0:
         raise ValueError("the prompt has no tokens: give it some")
@@ -189,7 +263,7 @@ def _checked(model, transcoders, ids) -> tuple[GPT, list[SparseAutoencoder], Ten
     if int(ids.min()) < 0 or int(ids.max()) >= cfg.d_vocab:
         raise ValueError(f"prompt token ids must be in 0..{cfg.d_vocab - 1}, got {ids.tolist()}: "
                          f"encode it with the model's tokenizer")
-    return model, tcs, ids
+    return ids
 
 
 def _norm_scale(norm, x: Tensor) -> Tensor:
@@ -242,26 +316,26 @@ def local_replacement(model, transcoders, ids, *, targets: Sequence[int] | None 
     `max_feature_nodes`: keep only that many features, those writing the largest vectors
     (activation times decoder row norm); the rest stay in their error nodes, so the
     identities still hold."""
-    model, tcs, ids = _checked(model, transcoders, ids)
+    model, view, ids = _checked(model, transcoders, ids)
     L, pos = model.cfg.n_layers, len(ids)
     names = [f"blocks.{i}.{name}" for i in range(L) for name in
              ("hook_resid_pre", "attn.hook_pattern", "hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out")]
     names.append(f"blocks.{L - 1}.hook_resid_post")
-    with _eval_mode(*tcs):
+    with _eval_mode(*view.modules):
         logits, cache = model.run_with_cache(ids[None], names=names)
         logits = logits[0]
-        ln1, ln2, patterns, latents, terrors, pre_acts = [], [], [], [], [], []
-        for i, (block, tc) in enumerate(zip(model.blocks, tcs)):
+        ln1, ln2, patterns, xs, latents, pre_acts = [], [], [], [], [], []
+        for i, block in enumerate(model.blocks):
             ln1.append(_norm_scale(block.ln1, cache[f"blocks.{i}.hook_resid_pre"][0]))
             ln2.append(_norm_scale(block.ln2, cache[f"blocks.{i}.hook_resid_mid"][0]))
             patterns.append(cache[f"blocks.{i}.attn.hook_pattern"][0])
-            x = cache[f"blocks.{i}.ln2.hook_normalized"][0] * tc.input_scale  # (pos, d_model)
-            pre = tc.pre_activations(x)
-            f = tc.activate(pre)  # (pos, d_sae)
-            written = tc.decode(f) + (x @ tc.W_skip if tc.cfg.skip_connection else 0)
-            terrors.append(cache[f"blocks.{i}.hook_mlp_out"][0] - written / tc.output_scale)
-            latents.append(f)
-            pre_acts.append(pre)
+            xs.append(cache[f"blocks.{i}.ln2.hook_normalized"][0])  # (pos, d_model)
+            pre_acts.append(view.pre_activations(i, xs[i]))
+            latents.append(view.activate(i, pre_acts[i]))  # (pos, d_sae)
+        # each MLP's error: what the writes into it (its own layer's features, a CLT's also
+        # every earlier layer's) and the constants miss of its output
+        terrors = [cache[f"blocks.{i}.hook_mlp_out"][0] - view.written(i, latents) - view.constant(i, xs[i])
+                   for i in range(L)]
     ln_final = _norm_scale(model.ln_final, cache[f"blocks.{L - 1}.hook_resid_post"][0])
 
     features = torch.cat([torch.cat([torch.full((len(nz), 1), i, device=ids.device), nz], 1)
@@ -269,13 +343,14 @@ def local_replacement(model, transcoders, ids, *, targets: Sequence[int] | None 
     activations = _per_feature(features, L, lambda l, p, i: latents[l][p, i])
     errors = torch.stack(terrors)  # (L, pos, d_model)
     if max_feature_nodes is not None and max_feature_nodes < len(features):
-        norms = _per_feature(features, L, lambda l, p, i: tcs[l].W_dec[i].norm(dim=-1) / tcs[l].output_scale)
+        norms = _per_feature(features, L, lambda l, p, i: _write_norms(view, l, i))
         keep = torch.zeros(len(features), dtype=torch.bool, device=ids.device)
         keep[(activations * norms).topk(max_feature_nodes).indices] = True
         errors = errors.clone()
-        for l, tc in enumerate(tcs):  # a dropped feature's write joins its error node
+        for l in range(L):  # a dropped feature's writes join the error nodes they land in
             _, p, i = features[~keep & (features[:, 0] == l)].unbind(1)
-            errors[l].index_add_(0, p, latents[l][p, i, None] * tc.W_dec[i] / tc.output_scale)
+            for j in view.targets(l):
+                errors[j].index_add_(0, p, latents[l][p, i, None] * view.writes(l, j, i))
         features, activations = features[keep], activations[keep]
     graph_latents = [torch.zeros_like(f) for f in latents]
     for l, f in enumerate(graph_latents):
@@ -285,8 +360,8 @@ def local_replacement(model, transcoders, ids, *, targets: Sequence[int] | None 
     tokens, probs = _select_logits(logits[-1], model.cfg.d_vocab, targets, max_logits, logit_probability)
     # the reads: a feature reads its layer's MLP input through its encoder column, a logit the
     # final normalised stream at the last position through the mean-centred unembedding
-    enc = _per_feature(features, L, lambda l, p, i: tcs[l].W_enc[:, i].T * tcs[l].input_scale)
-    enc_bias = _per_feature(features, L, lambda l, p, i: tcs[l].b_enc[i])
+    enc = _per_feature(features, L, lambda l, p, i: view.reads(l, i)[0])
+    enc_bias = _per_feature(features, L, lambda l, p, i: view.reads(l, i)[1])
     clean_pre = _per_feature(features, L, lambda l, p, i: pre_acts[l][p, i])
     W_U = model.W_U  # (d_model, d_vocab)
     u = (W_U[:, tokens] - W_U.mean(1, keepdim=True)).T  # (n_logits, d_model)
@@ -294,7 +369,7 @@ def local_replacement(model, transcoders, ids, *, targets: Sequence[int] | None 
     u_bias = (b_U[tokens] - b_U.mean()) if b_U is not None else logits.new_zeros(len(tokens))
     last = logits[-1]
     return LocalReplacement(
-        model=model, transcoders=tcs, ids=ids,
+        model=model, dictionaries=view, ids=ids,
         embed=model.W_E[ids] + model.W_pos[:pos], patterns=patterns, ln1=ln1, ln2=ln2,
         ln_final=ln_final, features=features, activations=activations, latents=graph_latents,
         errors=errors, dropped=[(f != 0) & (g == 0) for f, g in zip(latents, graph_latents)], logits=logits,
@@ -335,33 +410,41 @@ def _frozen_attention(attn, x: Tensor, pattern: Tensor) -> Tensor:
 
 
 def _replacement_mlp(rm: LocalReplacement, layer: int, x: Tensor, feature_scale: Tensor,
-                     error_scale: Tensor, features: str) -> Tensor:
-    """The MLP replaced: the transcoder's decoder writes plus the error.
-    x (B, pos, d_model) the normalised MLP input; feature_scale (B, n_f); error_scale (B, pos, 1)."""
-    tc = rm.transcoders[layer]
-    mine = rm.features[:, 0] == layer
-    _, p, i = rm.features[mine].unbind(1)
-    x_in = x * tc.input_scale
-    skip = x_in @ tc.W_skip if tc.cfg.skip_connection else 0
+                     error_scale: Tensor, features: str, fs: list) -> Tensor:
+    """The MLP replaced: the decoder writes of the features writing it (its layer's; a CLT's,
+    also every earlier layer's), the constants (b_dec, a skip path) and the error.
+    x (B, pos, d_model) the normalised MLP input; feature_scale (B, n_f); error_scale (B, pos, 1);
+    fs the activations (B, pos, d_sae) recomputed at the layers before ("linear", "free"):
+    this layer's joins them."""
+    view = rm.dictionaries
+    rest = view.constant(layer, x) + rm.errors[layer] * error_scale
     if features == "fixed":  # the graph's model: features are nodes, held at their activations
+        cols = torch.cat([(rm.features[:, 0] == s).nonzero()[:, 0] for s in view.sources(layer)])
+        cols = cols[rm.features[cols, 1].argsort(stable=True)]  # by position
+        src, p, i = rm.features[cols].unbind(1)
         # each feature writes at one position: lay them out as (pos, slot), padded with
         # zeros to the busiest position, so the writes are one batched matmul over positions
         counts = torch.bincount(p, minlength=x.shape[1])
         slot = torch.arange(len(p), device=p.device) - (counts.cumsum(0) - counts)[p]  # (m,)
         rows = x.new_zeros(x.shape[1], int(counts.max()) if len(p) else 0, x.shape[2])
-        rows[p, slot] = rm.latents[layer][p, i, None] * tc.W_dec[i]  # (pos, slots, d_model)
+        for s in view.sources(layer):
+            m = src == s
+            rows[p[m], slot[m]] = rm.latents[s][p[m], i[m], None] * view.writes(s, layer, i[m])
         coeff = x.new_zeros(x.shape[0], *rows.shape[:2])
-        coeff[:, p, slot] = feature_scale[:, mine]  # (B, pos, slots)
-        written = torch.einsum("bps,psd->bpd", coeff, rows) + tc.b_dec + skip
-        return written / tc.output_scale + rm.errors[layer] * error_scale
-    mult = x.new_ones(x.shape[0], x.shape[1], tc.d_sae)
+        coeff[:, p, slot] = feature_scale[:, cols]  # (B, pos, slots)
+        return torch.einsum("bps,psd->bpd", coeff, rows) + rest
+    mine = rm.features[:, 0] == layer
+    _, p, i = rm.features[mine].unbind(1)
+    mult = x.new_ones(x.shape[0], x.shape[1], rm.latents[layer].shape[-1])
     mult[:, p, i] = feature_scale[:, mine]
+    pre = view.pre_activations(layer, x)
     if features == "linear":  # active features pass their input on, the rest stay off
-        f = tc.pre_activations(x_in) * (rm.latents[layer] != 0) * mult
-    else:  # the transcoder's own activation rule
-        f = tc.activate(tc.pre_activations(x_in)) * mult
+        f = pre * (rm.latents[layer] != 0) * mult
+    else:  # the dictionary's own activation rule
+        f = view.activate(layer, pre) * mult
         f = f.masked_fill(rm.dropped[layer], 0)  # a left-out feature stays in its error node
-    return (tc.decode(f) + skip) / tc.output_scale + rm.errors[layer] * error_scale
+    fs[layer] = f
+    return view.written(layer, fs) + rest
 
 
 def frozen_forward(rm: LocalReplacement, scale: Tensor | None = None, *,
@@ -376,7 +459,7 @@ def frozen_forward(rm: LocalReplacement, scale: Tensor | None = None, *,
     whether to unembed every position (the reads alone give every node's input)."""
     if features not in FEATURE_MODES:
         raise ValueError(f"features={features!r}: use one of {', '.join(FEATURE_MODES)}")
-    model, L, pos, n_f = rm.model, len(rm.transcoders), len(rm.ids), len(rm.features)
+    model, L, pos, n_f = rm.model, rm.n_layers, len(rm.ids), len(rm.features)
     if scale is None:
         scale = rm.embed.new_ones(1, rm.n_sources)
     if scale.ndim != 2 or scale.shape[1] != rm.n_sources:
@@ -384,14 +467,14 @@ def frozen_forward(rm: LocalReplacement, scale: Tensor | None = None, *,
     f_scale, e_scale, emb_scale = scale.split([n_f, L * pos, pos], dim=1)
     e_scale = e_scale.view(-1, L, pos, 1)
     resid = rm.embed * emb_scale[..., None]  # (B, pos, d_model)
-    reads = []
-    with _eval_mode(*rm.transcoders):
+    reads, fs = [], [None] * L
+    with _eval_mode(*rm.dictionaries.modules):
         for i, block in enumerate(model.blocks):
             resid = resid + _frozen_attention(block.attn, _frozen_norm(block.ln1, resid, rm.ln1[i]),
                                               rm.patterns[i])
             x = _frozen_norm(block.ln2, resid, rm.ln2[i])
             reads.append(x)
-            resid = resid + _replacement_mlp(rm, i, x, f_scale, e_scale[:, i], features)
+            resid = resid + _replacement_mlp(rm, i, x, f_scale, e_scale[:, i], features, fs)
     final = _frozen_norm(model.ln_final, resid, rm.ln_final)
     reads.append(final)
     return Frozen(torch.stack(reads, 1), model.unembed(final) if logits else None)
@@ -437,6 +520,7 @@ class Graph:
     inputs: Tensor  # (n,) each node's input on the clean run (real model); 0 for sources
     constants: Tensor  # (n,) the part of each input that no node carries; 0 for sources
     max_feature_nodes: int | None = None
+    dictionary: str = "transcoders"  # what replaced the MLPs: transcoders | crosslayer
 
     @property
     def n_pos(self) -> int:
@@ -511,11 +595,11 @@ def attribution_graph(model, transcoders, ids, *, targets: Sequence[int] | None 
     def place(values: Tensor) -> Tensor:  # (n_t,) in target order -> (n,) in node order, 0 for sources
         return torch.zeros(n, dtype=torch.float64).index_put_((row_of,), values.detach().double().cpu())
 
-    return Graph(ids=rm.ids.cpu(), n_layers=len(rm.transcoders), features=rm.features.cpu(),
+    return Graph(ids=rm.ids.cpu(), n_layers=rm.n_layers, features=rm.features.cpu(),
                  activations=rm.activations.detach().float().cpu(), logit_tokens=rm.logit_tokens.cpu(),
                  logit_probs=rm.logit_probs.detach().float().cpu(), adjacency=adjacency,
                  inputs=place(rm.target_inputs), constants=place(constants),
-                 max_feature_nodes=max_feature_nodes)
+                 max_feature_nodes=max_feature_nodes, dictionary=rm.dictionaries.kind)
 
 
 # --- influence, pruning, scores ------------------------------------------------------------------
@@ -703,7 +787,7 @@ def to_circuit_tracer_json(graph: Graph, token_text, labels=None, *, node_thresh
     metadata = {"slug": slug, "scan": scan, "transcoder_list": [], "prompt_tokens": prompt_tokens,
                 "prompt": prompt if prompt is not None else "".join(prompt_tokens),
                 "node_threshold": node_threshold, "schema_version": 1,
-                "edge_threshold": edge_threshold, "n_layers": L,
+                "edge_threshold": edge_threshold, "n_layers": L, "dictionary": graph.dictionary,
                 "replacement_score": replacement_score(graph), "completeness_score": completeness_score(graph)}
     qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
     return {"metadata": metadata, "qParams": qparams, "nodes": nodes, "links": links}
@@ -749,26 +833,25 @@ def _pearson(a: Tensor, b: Tensor) -> float:
 
 @torch.no_grad()
 def _spliced(rm: LocalReplacement, chosen: Tensor, factor: float) -> tuple[Tensor, Tensor]:
-    """The real model with every MLP replaced by its transcoder plus the clean run's error,
-    row b with feature chosen[b] set to factor times its activation.
+    """The real model with every MLP replaced by its dictionary's writes plus the clean run's
+    error, row b with feature chosen[b] set to factor times its activation.
     -> mean-centred last-position logits (B, d_vocab), attention shift (B,)"""
-    model, B = rm.model, len(chosen)
-    stash, shift = {}, rm.embed.new_zeros(B)
+    model, view, B = rm.model, rm.dictionaries, len(chosen)
+    stash, fs, shift = {}, [None] * rm.n_layers, rm.embed.new_zeros(B)
 
     def read_in(x, hook):
         stash["x"] = x
 
     def replace(layer):
-        tc = rm.transcoders[layer]
         mine = (rm.features[chosen, 0] == layer).nonzero()[:, 0]
 
         def hook(out, _):
-            x_in = stash.pop("x") * tc.input_scale
-            f = tc.activate(tc.pre_activations(x_in))  # (B, pos, d_sae)
+            x = stash.pop("x")
+            f = view.activate(layer, view.pre_activations(layer, x))  # (B, pos, d_sae)
             f = f.masked_fill(rm.dropped[layer], 0)  # a left-out feature stays in its error node
             f[mine, rm.features[chosen[mine], 1], rm.features[chosen[mine], 2]] *= factor
-            written = tc.decode(f) + (x_in @ tc.W_skip if tc.cfg.skip_connection else 0)
-            return written / tc.output_scale + rm.errors[layer]
+            fs[layer] = f  # a CLT's later layers read it too
+            return view.written(layer, fs) + view.constant(layer, x) + rm.errors[layer]
         return hook
 
     def pattern(layer):
@@ -778,10 +861,10 @@ def _spliced(rm: LocalReplacement, chosen: Tensor, factor: float) -> tuple[Tenso
         return hook
 
     hooks = []
-    for i in range(len(rm.transcoders)):
+    for i in range(rm.n_layers):
         hooks += [(f"blocks.{i}.ln2.hook_normalized", read_in), (f"blocks.{i}.hook_mlp_out", replace(i)),
                   (f"blocks.{i}.attn.hook_pattern", pattern(i))]
-    with _eval_mode(*rm.transcoders), model.hooks(hooks):
+    with _eval_mode(*view.modules), model.hooks(hooks):
         logits = model(rm.ids.expand(B, -1))[:, -1]
     return logits - logits.mean(-1, keepdim=True), shift
 

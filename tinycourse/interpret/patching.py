@@ -17,7 +17,12 @@ tiny clean-corrupted gap cannot blow the figure up.
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
+
 import torch
+
+from ..corpus.storyworld import NAMES, gender_of, invented_name
 
 
 def last_logit_diff(logits: torch.Tensor, answer: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
@@ -122,4 +127,82 @@ def ioi_pairs(tokenizer, names, n_pairs: int = 32, seed: int = 0):
         return None  # the template's words tokenized differently around some names
     return tuple(torch.tensor(x) for x in (clean, corrupted, answer, wrong))
 
-__all__ = ["IOI_TEMPLATE", "last_logit_diff", "patch_heads", "patch_residual", "ioi_pairs"]
+
+# The prompt ends where the name is about to come back: the token before the repeat is the
+# one before the first mention (" named"), so an induction head has a key to find.
+REPEATED_NAME_TEMPLATE = "Once upon a time, there was a little {kind} named {name}. One day, the little {kind} named"
+_KINDS = {c.name: c.kind for c in NAMES}
+
+
+def storyworld_names(n_invented: int = 400, seed: int = 0) -> list[str]:
+    """The children's names storyworld casts: the table's girls and boys, then `n_invented`
+    invented ones (`invented_name`, the genders alternating), without repeats."""
+    rng = random.Random(f"repeated-names:{seed}")
+    names = [c.name for c in NAMES if c.kind in ("girl", "boy")]
+    names += [invented_name(rng, ("female", "male")[i % 2]) for i in range(n_invented)]
+    return list(dict.fromkeys(names))
+
+
+def name_kind(name: str) -> str:
+    """"girl", "boy", "dog" ...: the table's kind, else a child of the name's gender."""
+    return _KINDS.get(name) or ("girl" if gender_of(name) == "female" else "boy")
+
+
+def repeated_name_pairs(tokenizer, names=None, n_pairs: int = 32, seed: int = 0, *,
+                        template: str = REPEATED_NAME_TEMPLATE, name_tokens: int | None = None):
+    """Repeated-name prompt pairs: clean "Once upon a time, there was a little girl named
+    Zeelotina. One day, the little girl named" (answer: the first token of " Zeelotina")
+    and corrupted with the first mention replaced by another name of the same kind and
+    token length ("... named Brakoma. ..."; wrong: its first token), so the pair differs
+    only in the replaced name's tokens and every position lines up.
+
+    `names` defaults to `storyworld_names()`; a name counts only where the prompt
+    tokenizes as its pieces (nothing merges across the name's edges) and the name has a
+    partner of its kind and length whose first token differs. All pairs share one layout
+    (the tokens before, in and after the name), so positions align across the batch too:
+    that of `name_tokens`-token names, or by default the layout with the most names.
+    Returns (clean, corrupted) (n_pairs, pos) and (answer, wrong) (n_pairs,) tensors; no
+    such pair is a one-line ValueError."""
+    if template.count(" {name}") != 1:
+        raise ValueError(f"template {template!r} must hold \" {{name}}\" once: where the name is first mentioned")
+    names = storyworld_names() if names is None else list(dict.fromkeys(names))
+    before, after = template.split(" {name}")
+    # layout (tokens before, in, after the name) -> kind -> [(name, ids before, in, after)]
+    layouts: dict = defaultdict(lambda: defaultdict(list))
+    for name in names:
+        kind = name_kind(name)
+        head = [tokenizer.start_id] + list(tokenizer.encode(before.format(kind=kind)))
+        ids, tail = list(tokenizer.encode(" " + name)), list(tokenizer.encode(after.format(kind=kind)))
+        whole = [tokenizer.start_id] + list(tokenizer.encode(template.format(kind=kind, name=name)))
+        if ids and whole == head + ids + tail:
+            layouts[(len(head), len(ids), len(tail))][kind].append((name, head, ids, tail))
+
+    def pairable(kinds: dict) -> list:
+        # names with a partner of their kind whose first token differs: the answer flips
+        return [(n, h, i, t, kind) for kind, group in kinds.items() for n, h, i, t in group
+                if len({ids[0] for _, _, ids, _ in group}) > 1]
+
+    candidates = {layout: pairable(kinds) for layout, kinds in layouts.items()
+                  if name_tokens is None or layout[1] == name_tokens}
+    candidates = {layout: c for layout, c in candidates.items() if c}
+    if not candidates:
+        length = f"{name_tokens}-token " if name_tokens is not None else ""
+        raise ValueError(f"no two of the {len(names)} names are {length}names of one kind whose first tokens "
+                         f"differ and that tokenize apart from the template: pass more names "
+                         f"(storyworld_names(n_invented=...)){' or another name_tokens' if name_tokens else ''}")
+    layout = max(candidates, key=lambda k: (len(candidates[k]), -k[1]))  # ties: the shorter name
+    pool, kinds = candidates[layout], layouts[layout]
+    rng = random.Random(seed)
+    clean, corrupted, answer, wrong = [], [], [], []
+    for _ in range(n_pairs):
+        _, head, ids, tail, kind = rng.choice(pool)
+        _, _, other, _ = rng.choice([x for x in kinds[kind] if x[2][0] != ids[0]])
+        clean.append(head + ids + tail)
+        corrupted.append(head + other + tail)
+        answer.append(ids[0])
+        wrong.append(other[0])
+    return tuple(torch.tensor(x) for x in (clean, corrupted, answer, wrong))
+
+
+__all__ = ["IOI_TEMPLATE", "REPEATED_NAME_TEMPLATE", "last_logit_diff", "patch_heads", "patch_residual",
+           "ioi_pairs", "storyworld_names", "name_kind", "repeated_name_pairs"]

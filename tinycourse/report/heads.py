@@ -1,7 +1,9 @@
 """The heads section: every head's pattern scores on stories and on repeated random tokens,
-its OV copying score, and head formation across the lm stage's snapshots (the heads
-stage's heads.json; `interpret/heads.py`, `interpret/formation.py`); a link to the stage's
-own catalogue page, heads/index.html.
+its OV copying score, activation patching on indirect-object and on repeated-name pairs,
+and head formation across the lm stage's snapshots (the heads stage's heads.json;
+`interpret/heads.py`, `interpret/patching.py`, `interpret/formation.py`); beside a
+published study's table of the same model's heads when heads.json holds one
+(`interpret/study_compare.py`); a link to the stage's own catalogue page, heads/index.html.
 
 Rendered by templates/heads.html.
 """
@@ -45,7 +47,9 @@ def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | 
             **(_ablation(ablation) if ablation else {}),
             "patching": _patching_figure(heads["patching"]) if heads.get("patching") else None,
             "patching_template": (heads.get("patching") or {}).get("template"),
-            "formation": _formation_figure(heads["formation"]),
+            **_repeated_name(heads.get("patching_repeated_name")),
+            **_study(heads.get("study")),
+            "formation": _formation_figure(heads.get("formation", [])),  # none for a pretrained model
             "page": (root / "heads" / "index.html").is_file()}
 
 
@@ -97,6 +101,24 @@ def _formation_figure(rows: list[dict]) -> str | None:
     return png(fig)
 
 
+def _repeated_name(patching: dict | None) -> dict:
+    """The repeated-name patching figure and its caption's facts, or nothing."""
+    if not patching:
+        return {}
+    return {"patching_repeated_name": _patching_figure(patching),
+            "patching_repeated_name_template": patching["template"],
+            "patching_repeated_name_example": patching.get("example")}
+
+
+def _study(study: dict | None) -> dict:
+    """Our catalogue beside the study's table ({"title", "url", "rows"}), or nothing."""
+    if not study:
+        return {}
+    rows = [[r["head"], r["ours"], r["study"]] for r in study["rows"]]  # a head the study skips: None, "-"
+    return {"study_title": study["title"], "study_url": study.get("url"),
+            "study_header": ["head", "our catalogue", "the study"], "study_rows": rows}
+
+
 def _patching_figure(patching: dict) -> str:
     """Recovered logit difference: per head (left) and per layer and position (right)."""
     import numpy as np
@@ -110,6 +132,8 @@ def _patching_figure(patching: dict) -> str:
     left.set(xlabel="head", ylabel="layer", title="each head's output patched")
     tokens = [t.replace("\n", "\\n") or "<s>" for t in patching["tokens"]]
     right.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
+    for i in patching.get("replaced", []):  # the repeated-name pairs' replaced first mention, in red
+        right.get_xticklabels()[i].set_color("tab:red")
     right.set_yticks(range(len(patching["residual"]["hooks"])),
                      [h.replace("blocks.", "").replace("hook_", "") for h in patching["residual"]["hooks"]], fontsize=7)
     right.set_title("the residual stream patched at one layer and position", fontsize=9)

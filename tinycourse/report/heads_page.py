@@ -6,9 +6,11 @@ runs/<name>/heads/index.html.
 It reads what the heads stage wrote in `folder` and draws what is there:
 
   heads.json     required: every head's pattern scores, OV copying, ablations, patching
-                 and its one-line description (interpret/heads.py, ablation.py,
-                 patching.py, catalogue.py): the sortable table of heads, and per head
-                 its description, its ablation row and its patching share
+                 (indirect-object and repeated-name pairs) and its one-line description
+                 (interpret/heads.py, ablation.py, patching.py, catalogue.py): the
+                 sortable table of heads, and per head its description, its ablation row
+                 and its patching shares; and, where it holds one, a published study's
+                 description of each head beside ours (interpret/study_compare.py)
   examples.json  optional: the queries where each head is most active, in context, with
                  the key it reads most (interpret/head_examples.py)
   patterns.json  optional: every head's attention pattern on a few prompts (a story and
@@ -101,6 +103,16 @@ def heads_page_data(folder: str | os.PathLike) -> dict:
     if patching:
         column("patching", "patched: recovered", "share of the logit difference recovered by patching the "
                "head's output from clean into corrupted", patching["heads"]["recovered"])
+    repeated = heads.get("patching_repeated_name")
+    if repeated:
+        column("patching_repeated_name", "patched (repeated name): recovered", "share of the logit "
+               "difference recovered by patching the head's output from clean into corrupted, on "
+               "repeated-name pairs", repeated["heads"]["recovered"])
+    study = heads.get("study")
+    if study:  # text, not a number: the script sorts it as text
+        said = {r["head"]: r["study"] for r in study["rows"]}
+        columns.append({"key": "study", "name": "the study", "title": f"the description in {study['title']}"})
+        values.append([said.get(f"L{layer}H{head}") for layer, head in cells])
     catalogue = {entry["head"]: entry for entry in heads.get("catalogue", [])}
     rows = []
     for i, (layer, head) in enumerate(cells):
@@ -121,9 +133,15 @@ def heads_page_data(folder: str | os.PathLike) -> dict:
     facts = {"layers": n_layers, "heads per layer": n_heads, "scored on": prompts.get("stories"),
              "induction scored on": prompts.get("repeated_tokens"),
              "patching": f"{patching['pairs']} pairs of \"{patching['template']}\"" if patching else None,
+             "repeated-name patching": f"{repeated['pairs']} pairs of \"{repeated['template']}\", the first "
+                                       f"mention replaced" if repeated else None,
+             "beside": f"{study['title']} ({study['url']})" if study and study.get("url") else
+                       study["title"] if study else None,
              "examples": f"{examples['measure_text']} ({examples['prompts']})" if examples else None}
     return {"n_layers": n_layers, "n_heads": n_heads, "columns": columns, "heads": rows,
             "ablation": ablation, "patching_template": patching["template"] if patching else None,
+            "patching_repeated_name_template": repeated["template"] if repeated else None,
+            "study_title": study["title"] if study else None,
             "examples": examples, "patterns": patterns, "facts": {k: v for k, v in facts.items() if v is not None}}
 
 

@@ -2,6 +2,8 @@
 held-out FVE, L0 and dead latents and its CE loss recovered spliced in alone; then the
 replacement model, every MLP replaced at once: CE loss recovered against zero- and
 mean-ablating every MLP, and the KL to the clean model; and the training curves per layer.
+With `transcoders.attention_saes`, the same per-layer row for each attention-output SAE,
+spliced in alone at its hook_attn_out.
 
 Rendered by templates/transcoders.html.
 """
@@ -26,18 +28,25 @@ def gather(root: Path, manifests: dict[str, dict], interactive: bool) -> dict | 
     result = read_json(root / "transcoders" / "transcoders.json")
     if not result:
         return None
+    rows = _rows(result.get("per_layer"))
+    curves = {r.get("layer", r.get("name")): read_jsonl(root / "transcoders" / str(r.get("name")) / "metrics.jsonl")
+              for r in result.get("per_layer") or []}
+    return {"rows": rows, "replacement": result.get("replacement") or {},
+            "n_tokens": result.get("n_tokens"), "training_tokens": result.get("training_tokens"),
+            "seconds": result.get("seconds") or {}, "curves": _training_figure(curves),
+            "attention_rows": _rows((result.get("attention") or {}).get("per_layer"))}
+
+
+def _rows(per_layer: list | None) -> list[list]:
+    """A table row per dictionary of transcoders.json: layer, hooks, kind, FVE, L0, dead, alone."""
     rows = []
-    for r in result.get("per_layer") or []:
+    for r in per_layer or []:
         alone = r.get("alone") or {}
         rows.append([r.get("layer", r.get("name")), f"{r.get('hook_in')} → {r.get('hook_out')}",
                      f"{r.get('kind')}, {r.get('d_sae')}", r.get("fve"), r.get("l0"),
                      f"{r.get('n_dead')} ({r.get('dead_fraction'):.3g})" if r.get("n_dead") is not None else None,
                      alone.get("ce_loss_recovered"), alone.get("kl")])
-    curves = {r.get("layer", r.get("name")): read_jsonl(root / "transcoders" / str(r.get("name")) / "metrics.jsonl")
-              for r in result.get("per_layer") or []}
-    return {"rows": rows, "replacement": result.get("replacement") or {},
-            "n_tokens": result.get("n_tokens"), "training_tokens": result.get("training_tokens"),
-            "seconds": result.get("seconds") or {}, "curves": _training_figure(curves)}
+    return rows
 
 
 def _training_figure(curves: dict) -> str | None:

@@ -6,11 +6,14 @@ reads without this code, exportable to SAELens. `model` is the SAE a learner rea
 `fast` holds the trainer's fused and sparse paths, tested equal to it.
 Exports `SparseAutoencoder`, `load_sae`, `collect_activations`, `ActivationStore`,
 `train_sae`, `train_sweep`, `export_sae`, and for a transcoder per MLP from one stream
-`train_transcoders`, `load_transcoders`, `MultiHookStream` (`transcoders`), and TinyModel's
+`train_transcoders`, `load_transcoders`, `MultiHookStream` (`transcoders`), a cross-layer
+transcoder reading every MLP's input and writing that and every later MLP's output,
+`CrossLayerTranscoder`, `train_crosslayer`, `load_crosslayer` (`crosslayer`), and TinyModel's
 tag API on our GPT, `TaggedModel` (`tags`: `tagged["M1"](tokens)`).
 """
 
 from .activations import ActivationStore, StreamingSource, collect_activations
+from .crosslayer import CrossLayerTranscoder, load_crosslayer, train_crosslayer
 from .export import export_sae
 from .model import SparseAutoencoder, load_sae, save_sae
 from .train import train_sae, train_sweep
@@ -19,4 +22,5 @@ from .transcoders import MultiHookStream, load_transcoders, train_transcoders
 
 __all__ = ["ActivationStore", "StreamingSource", "collect_activations", "export_sae",
            "SparseAutoencoder", "load_sae", "save_sae", "train_sae", "train_sweep",
-           "MultiHookStream", "load_transcoders", "train_transcoders", "TaggedModel"]
+           "MultiHookStream", "load_transcoders", "train_transcoders", "TaggedModel",
+           "CrossLayerTranscoder", "load_crosslayer", "train_crosslayer"]

@@ -172,12 +172,19 @@ class _Member:
     step_fn: object  # forward + loss, compiled or not
     recent: list = dataclasses.field(default_factory=list)  # last steps' metrics
 
-    @property
-    def name(self) -> str:
-        return self.folder.name
+    name: str = ""  # the folder relative to the run's out_dir (`member_name`)
 
     def dead(self) -> torch.Tensor:
         return self.since_fired >= self.cfg.dead_after_tokens
+
+
+def member_name(folder: Path, out_dir: Path) -> str:
+    """A member's name: its folder relative to `out_dir` (`layer_0`, `attention/layer_0`), so
+    two members whose folders share a last part stay apart; a folder outside it, its name."""
+    try:
+        return Path(folder).resolve().relative_to(Path(out_dir).resolve()).as_posix()
+    except ValueError:
+        return Path(folder).name
 
 
 def _train(cfgs: list[SAEConfig], folders: list[Path], out_dir: Path, source, *, device,
@@ -195,14 +202,17 @@ def _train(cfgs: list[SAEConfig], folders: list[Path], out_dir: Path, source, *,
     # members could differ, so older checkpoints still resume
     per_member = {"d_in": [d for d, _ in dims], "d_out": [d for _, d in dims],
                   "input_scale": in_scales, "output_scale": out_scales}
-    fingerprint = {"names": [f.name for f in folders],
-                   "members": {f.name: {"sae": dataclasses.asdict(c)} for c, f in zip(cfgs, folders)},
+    names = [member_name(f, out_dir) for f in folders]
+    fingerprint = {"names": names,
+                   "members": {n: {"sae": dataclasses.asdict(c)} for c, n in zip(cfgs, names)},
                    **{key: values[0] if len(set(values)) == 1 else values
                       for key, values in per_member.items()}}
     out_dir.mkdir(parents=True, exist_ok=True)
     members = [_new_member(cfg, folder, d_in, d_out, device, s_in, s_out)
                for cfg, folder, (d_in, d_out), s_in, s_out
                in zip(cfgs, folders, dims, in_scales, out_scales)]
+    for member, name in zip(members, names):
+        member.name = name
     scales = list(zip(in_scales, out_scales))
     loop = TrainingLoop(out_dir, fingerprint, total_steps=total,
                         checkpoint_every=cfg0.checkpoint_every,

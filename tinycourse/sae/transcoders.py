@@ -13,14 +13,19 @@ dictionaries:
     out_dir/layer_{i}/             an SAE folder per layer: sae.safetensors + cfg.json
                                    (`load_sae`), metrics.jsonl, summary.json
     out_dir/training.json          written last: layers, hooks, scales, each layer's summary
+    out_dir/attention/layer_{i}/   with `attention_saes`: an SAE on layer i's attention
+                                   output `blocks.{i}.hook_attn_out` (TinyModel's "A"
+                                   dictionaries), more members of the same sweep, so the
+                                   same forward feeds them and they step on the same rows
 
-Each layer's transcoder ends exactly as training it alone on the same stream would
-(`train_sae` on a `StreamingSource` of its two hooks, with the same scales): the other
-layers share its batches, nothing else.
+Each layer's transcoder (and attention SAE) ends exactly as training it alone on the same
+stream would (`train_sae` on a `StreamingSource` of its hooks, with the same scales): the
+other members share its batches, nothing else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,9 +34,10 @@ import numpy as np
 import torch
 
 from ..artifacts import atomic_write_json
-from ..config import ActivationsConfig, ConfigError, TranscodersConfig
+from ..config import ActivationsConfig, ConfigError, SAEConfig, TranscodersConfig
 from ..corpus.shards import Shards
 from ..lm.model import model_device
+from ..training import CHECKPOINT
 from .activations import (
     BUFFER_TOKENS,
     StreamingSource,
@@ -44,11 +50,25 @@ from .model import SparseAutoencoder, load_sae
 from .train import train_sweep
 
 TRAINING_FILE = "training.json"
+ATTENTION = "attention"  # the attention-output SAEs' folder inside the transcoders'
 
 
 def mlp_hooks(layer: int) -> tuple[str, str]:
     """(hook_in, hook_out) of layer `layer`'s MLP transcoder."""
     return f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out"
+
+
+def attention_hook(layer: int) -> str:
+    """The attention output of layer `layer`, what its "A" SAE reads and reconstructs."""
+    return f"blocks.{layer}.hook_attn_out"
+
+
+def attention_config(cfg: TranscodersConfig, layer: int) -> SAEConfig:
+    """Layer `layer`'s attention-output SAE as the trainer reads it: the transcoder's
+    settings (kind, d_sae, k, schedule, seed), reading and reconstructing hook_attn_out,
+    without a skip path (an SAE's would learn the identity)."""
+    return dataclasses.replace(cfg.sae_config(layer), hook_in=attention_hook(layer), hook_out="",
+                               skip_connection=False)
 
 
 def layer_folder(out_dir: str | os.PathLike, layer: int) -> Path:
@@ -148,13 +168,17 @@ def train_transcoders(cfg: TranscodersConfig, model, shards: Shards, out_dir: st
     one stream of training-split windows, into out_dir/layer_{i}; return what
     training.json holds: {"layers", "hooks" {layer: [hook_in, hook_out]}, "scales"
     {layer: [input_scale, output_scale]}, "buffer_tokens", "members" {layer: the
-    trainer's summary}, "finished"}.
+    trainer's summary}, "finished"}, and with `cfg.attention_saes` "attention": {"hooks"
+    {layer: hook}, "scales" {layer: scale}, "members" {layer: summary}} for the SAEs on
+    each layer's attention output in out_dir/attention/layer_{i}, members of the same
+    sweep (first, so the checkpoint's record of each transcoder stays whole).
 
     Each input and target is scaled to mean squared norm = width (its own constant per
     hook, as the `sae` stage does), so one learning rate suits every layer. Resumes from
     out_dir/checkpoint.pt; `stop_after=n` ends after step n as a kill would (tests).
     `buffer_tokens`: mixing-buffer rows (default: a two-hook stream's memory,
-    BUFFER_TOKENS * 2 / number of hooks, at least one window).
+    BUFFER_TOKENS * 2 / number of MLP hooks, at least one window: the transcoders' batches
+    are the same with or without the attention SAEs, whose hooks add half as much again).
     """
     out_dir = Path(out_dir)
     device = model_device(model, device)
@@ -162,24 +186,52 @@ def train_transcoders(cfg: TranscodersConfig, model, shards: Shards, out_dir: st
     hooks = [hook for layer in layers for hook in mlp_hooks(layer)]
     if buffer_tokens is None:
         buffer_tokens = max(model.cfg.n_ctx, BUFFER_TOKENS * 2 // len(hooks))
-    source = MultiHookStream(model, shards, stream_config(cfg), hooks, device,
-                             buffer_tokens=buffer_tokens)
+    attention = [attention_config(cfg, layer) for layer in layers] if cfg.attention_saes else []
+    _check_checkpoint(out_dir, bool(attention))
+    source = MultiHookStream(model, shards, stream_config(cfg), hooks + [c.hook_in for c in attention],
+                             device, buffer_tokens=buffer_tokens)
     cfgs = [cfg.sae_config(layer) for layer in layers]
     in_scales = [source.scale(c.hook_in) for c in cfgs]
     out_scales = [source.scale(c.hook_out) for c in cfgs]
-    summaries = train_sweep(cfgs, source, out_dir, names=[layer_folder(out_dir, l).name for l in layers],
-                            device=device, progress=progress, input_scale=in_scales,
-                            output_scale=out_scales, stop_after=stop_after,
-                            desc=f"transcoders x{len(layers)}")
+    attn_scales = [source.scale(c.hook_in) for c in attention]
+    # the attention SAEs first: the trainer records each member's config under its folder's
+    # name, layer_{i} for both, and the later one is kept (the transcoder, whose config the
+    # attention SAE's follows from)
+    names = [f"{ATTENTION}/{layer_folder(out_dir, l).name}" for l in layers] if attention else []
+    summaries = train_sweep(attention + cfgs, source, out_dir,
+                            names=names + [layer_folder(out_dir, l).name for l in layers],
+                            device=device, progress=progress, input_scale=attn_scales + in_scales,
+                            output_scale=[None] * len(attention) + out_scales, stop_after=stop_after,
+                            desc=f"transcoders x{len(layers)}" + (f" + attention x{len(layers)}" if attention else ""))
+    attn_summaries, summaries = summaries[:len(attention)], summaries[len(attention):]
     result = {"layers": layers,
               "hooks": {str(l): list(mlp_hooks(l)) for l in layers},
               "scales": {str(l): [a, b] for l, a, b in zip(layers, in_scales, out_scales)},
               "buffer_tokens": buffer_tokens,
               "members": {str(l): s for l, s in zip(layers, summaries)},
-              "finished": all(s["finished"] for s in summaries)}
+              "finished": all(s["finished"] for s in summaries + attn_summaries)}
+    if attention:
+        result["attention"] = {"hooks": {str(l): attention_hook(l) for l in layers},
+                               "scales": {str(l): s for l, s in zip(layers, attn_scales)},
+                               "members": {str(l): s for l, s in zip(layers, attn_summaries)}}
     if result["finished"]:
         atomic_write_json(out_dir / TRAINING_FILE, result)
     return result
+
+
+def _check_checkpoint(out_dir: Path, attention: bool) -> None:
+    """A checkpoint in out_dir written with the attention SAEs, resumed without them (or
+    the reverse): a one-line ConfigError before anything is computed (the trainer would
+    refuse it too, listing every member). Their members are named attention/layer_{i}."""
+    path = out_dir / CHECKPOINT
+    if not path.exists():
+        return
+    names = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config", {}).get("names", [])
+    had = any(name.startswith(f"{ATTENTION}/") for name in names)
+    if had != attention:
+        raise ConfigError(f"{path} was written {'with' if had else 'without'} the attention-output SAEs: "
+                          f"resume with --set transcoders.attention_saes={str(had).lower()}, or start over "
+                          f"in a new out_dir (or delete the checkpoint)")
 
 
 def load_transcoders(out_dir: str | os.PathLike, device: str | torch.device = "cpu"
@@ -192,9 +244,25 @@ def load_transcoders(out_dir: str | os.PathLike, device: str | torch.device = "c
     return {int(p.parent.name[6:]): load_sae(p.parent, device=device) for p in found}
 
 
+def load_attention_saes(out_dir: str | os.PathLike, device: str | torch.device = "cpu"
+                        ) -> dict[int, SparseAutoencoder]:
+    """{layer: its attention-output SAE} from out_dir/attention/layer_{i} (`train_transcoders`
+    with `attention_saes`); out_dir the transcoders' folder."""
+    folder = Path(out_dir) / ATTENTION
+    if not any(folder.glob("layer_*/cfg.json")):
+        raise FileNotFoundError(f"no attention-output SAEs in {folder}: train them with the "
+                                f"transcoders (tinycourse run --stages transcoders --set "
+                                f"transcoders.attention_saes=true)")
+    return load_transcoders(folder, device)
+
+
 __all__ = [
+    "ATTENTION",
     "MultiHookStream",
+    "attention_config",
+    "attention_hook",
     "layer_folder",
+    "load_attention_saes",
     "load_transcoders",
     "mlp_hooks",
     "resolve_layers",

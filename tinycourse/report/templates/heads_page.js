@@ -116,6 +116,10 @@
     D.columns.forEach((c, j) => {
       if (c.key === "patching") parts.push(el("p", { class: "note", text: "Patching its output from clean into corrupted (\""
         + D.patching_template + "\", the giver swapped) recovers " + fmt(h.values[j]) + " of the logit difference." }));
+      if (c.key === "patching_repeated_name") parts.push(el("p", { class: "note", text: "On repeated-name pairs (\""
+        + D.patching_repeated_name_template + "\", the first mention replaced) it recovers " + fmt(h.values[j]) + "." }));
+      if (c.key === "study") parts.push(el("p", { class: "study", text: D.study_title + ": "
+        + (h.values[j] === null ? "no description of this head" : h.values[j]) }));
     });
     if (D.examples) {
       const ex = D.examples.heads[i].examples;
