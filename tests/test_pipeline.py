@@ -295,3 +295,29 @@ def test_transcoders_stage_trains_and_measures_attention_saes(cfg, tmp_path):
     _, cache = run.model().run_with_cache(tokens, names=["blocks.1.hook_attn_out"])
     assert torch.allclose(tagged["A1"](tokens), sae.encode(cache["blocks.1.hook_attn_out"]), atol=1e-5)
     assert tagged["M0N3"](tokens).shape == (1, 5)
+
+
+def test_cross_layer_transcoder_in_the_transcoders_and_circuits_stages(cfg, tmp_path):
+    from tinycourse.sae.crosslayer import FOLDER, load_crosslayer
+
+    micro = apply_overrides(cfg, [
+        "model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.d_head=16", "model.d_mlp=64",
+        "model.n_ctx=64", "train.max_steps=10", "train.eval_every=10", "train.checkpoint_every=10",
+        "train.batch_size=8", "transcoders.d_sae=64", "transcoders.k=4", "transcoders.n_tokens=2560",
+        "transcoders.batch_size=256", "transcoders.checkpoint_every=5", "transcoders.lm_batch_size=16",
+        "transcoders.eval_tokens=500", "transcoders.cross_layer=true", "circuits.intervention_top=5"])
+    run = make_run(micro, tmp_path)
+    run.run(["transcoders", "circuits"])
+    result = json.loads((run.stage_dir("transcoders") / "transcoders.json").read_text())
+    assert [r["layer"] for r in result["crosslayer"]["per_layer"]] == [0, 1]
+    assert "ce_loss_recovered" in result["crosslayer"]["replacement"]
+    assert load_crosslayer(run.stage_dir("transcoders") / FOLDER).layers == (0, 1)
+    circuits = json.loads((run.stage_dir("circuits") / "circuits.json").read_text())
+    assert circuits["graphs"], "no shipped prompt fits n_ctx=64"
+    for graph in circuits["graphs"]:  # both kinds scored on the same prompt and targets
+        for kind in (graph, graph["crosslayer"]):
+            assert 0 <= kind["replacement_score"] <= 1 and 0 <= kind["completeness_score"] <= 1
+            assert kind["nodes_kept"] > 0
+    means = circuits["crosslayer"]["replacement_score"]
+    assert means["crosslayer"] == pytest.approx(
+        sum(g["crosslayer"]["replacement_score"] for g in circuits["graphs"]) / len(circuits["graphs"]))

@@ -922,8 +922,7 @@ def build_circuits(run: Run, folder: Path) -> dict:
     the transcoders' in circuits.json (each graph's "crosslayer"; the means of both
     kinds under the top-level "crosslayer")."""
     from .interpret.capabilities import answer_ids, shipped_suites
-    from .interpret.circuits import (attribution_graph, completeness_score, intervention_check, prune,
-                                     replacement_score, to_circuit_tracer_json)
+    from .interpret.circuits import attribution_graph, intervention_check, prune, to_circuit_tracer_json
     from .lm.model import load_model
     from .report.graph_page import scan_contexts, write_graph_page
     from .report.standalone import json_safe
@@ -975,26 +974,12 @@ def build_circuits(run: Run, folder: Path) -> dict:
                 "slug": slug, "capability": capability, "prompt": item.prompt, "answer": item.answer,
                 "wrong": item.wrong, "targets": [text(t) for t in targets],
                 "target_probs": [float(p) for p in graph.logit_probs],
-                "features": int(graph.n_features), "nodes_kept": int(pruned.node_mask.sum()),
-                "edges_kept": int(pruned.edge_mask.sum()),
-                "replacement_score": float(replacement_score(graph)),
-                "replacement_score_pruned": float(replacement_score(graph, pruned)),
-                "completeness_score": float(completeness_score(graph)),
-                "completeness_score_pruned": float(completeness_score(graph, pruned)),
-                "intervention_correlation": json_safe(float(check.correlation)),
+                **graph_figures(graph, pruned, check),
                 "intervention_correlation_frozen": json_safe(float(check.frozen_correlation))})
             if clt is not None:  # the same prompt and targets through the CLT, scores side by side
                 g = attribution_graph(model, clt, ids, targets=targets)
-                kept = prune(g, cfg.node_threshold, cfg.edge_threshold)
                 check = intervention_check(model, clt, ids, g, top=cfg.intervention_top)
-                graphs[-1]["crosslayer"] = {
-                    "features": int(g.n_features), "nodes_kept": int(kept.node_mask.sum()),
-                    "edges_kept": int(kept.edge_mask.sum()),
-                    "replacement_score": float(replacement_score(g)),
-                    "replacement_score_pruned": float(replacement_score(g, kept)),
-                    "completeness_score": float(completeness_score(g)),
-                    "completeness_score_pruned": float(completeness_score(g, kept)),
-                    "intervention_correlation": json_safe(float(check.correlation))}
+                graphs[-1]["crosslayer"] = graph_figures(g, prune(g, cfg.node_threshold, cfg.edge_threshold), check)
     result = {"graphs": graphs, "labelled_from": sorted(str(p.relative_to(run.root)) for p in scans.values()),
               "config": dataclasses.asdict(cfg), "seconds": round(time.time() - started, 2)}
     if clt is not None and graphs:  # both kinds' scores side by side, averaged over the prompts
@@ -1012,6 +997,21 @@ def build_circuits(run: Run, folder: Path) -> dict:
         summary.update({f"crosslayer_{key}_mean": result["crosslayer"][key]["crosslayer"]
                         for key in ("replacement_score", "completeness_score")})
     return summary
+
+
+def graph_figures(graph, pruned, check) -> dict:
+    """One attribution graph's sizes and scores, whole and pruned, and the intervention
+    check's correlation (`interpret/circuits.py`), as circuits.json records them."""
+    from .interpret.circuits import completeness_score, replacement_score
+    from .report.standalone import json_safe
+
+    return {"features": int(graph.n_features), "nodes_kept": int(pruned.node_mask.sum()),
+            "edges_kept": int(pruned.edge_mask.sum()),
+            "replacement_score": float(replacement_score(graph)),
+            "replacement_score_pruned": float(replacement_score(graph, pruned)),
+            "completeness_score": float(completeness_score(graph)),
+            "completeness_score_pruned": float(completeness_score(graph, pruned)),
+            "intervention_correlation": json_safe(float(check.correlation))}
 
 
 @stage("report", needs=(), reads=(), reads_all=True)

@@ -387,3 +387,16 @@ def test_a_model_saved_before_the_gpt_neo_options_loads_as_it_was(tmp_path):
 def test_gpt_neo_options_are_validated(options, match):
     with pytest.raises(ConfigError, match=match):
         dataclasses.replace(CFG, **options)
+
+
+def test_eval_mode_restores_each_modules_own_mode_even_on_error():
+    from tinycourse.lm.model import eval_mode
+
+    training, frozen = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).eval()
+    with eval_mode(training, frozen):
+        assert not training.training and not frozen.training
+    assert training.training and not frozen.training
+    with pytest.raises(RuntimeError):
+        with eval_mode(training):
+            raise RuntimeError("a measurement failed")
+    assert training.training

@@ -81,9 +81,9 @@ from torch import Tensor
 
 from ..config import EvalConfig
 from ..corpus.storyworld import PLACES, Story, gender_of, generate_stories, token_labels
-from ..lm.model import model_device
+from ..lm.model import eval_mode, model_device
 from ..sae.model import SparseAutoencoder
-from .metrics import LinearBaseline, RandomDictionary, _eval_mode
+from .metrics import LinearBaseline, RandomDictionary
 
 MIN_POSITIVES = 10  # per half: each half needs this many positives and negatives
 SPLIT_SEED = 0  # the story split and the chance level's shuffles
@@ -359,7 +359,7 @@ def ground_truth_recovery(model, sae: SparseAutoencoder, tokenizer, cfg: EvalCon
     stories = list(generate_stories(cfg.ground_truth_stories, seed=data_seed, start=first_index))
     halves = dict(zip(("selection", "report"), split_stories(len(stories), seed)))
     acts, targets, latents = {}, {}, {}
-    with _eval_mode(model, sae):
+    with eval_mode(model, sae):
         for half, chosen in halves.items():
             acts[half], labels = story_activations(model, sae.cfg.hook_in, tokenizer,
                                                    [stories[i] for i in chosen],

@@ -48,7 +48,6 @@ SAEs in one pass for an L0 / FVE / CE-recovered Pareto plot.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import warnings
@@ -63,7 +62,7 @@ from tqdm.auto import tqdm
 
 from ..config import EvalConfig
 from ..corpus.shards import Shards
-from ..lm.model import model_device
+from ..lm.model import eval_mode, model_device
 from ..sae.model import SparseAutoencoder
 
 EVAL_SEED = 0  # the order validation windows are taken in (the same for every SAE)
@@ -108,18 +107,6 @@ def _batches(windows: np.ndarray, batch_size: int, device: torch.device, start_i
         tokens, targets = w[:, :-1], w[:, 1:]
         keep = tokens != start_id if start_id is not None else torch.ones_like(tokens, dtype=torch.bool)
         yield tokens, targets, keep
-
-
-@contextlib.contextmanager
-def _eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
-    was = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, flag in zip(modules, was):
-            m.train(flag)
 
 
 def _hooks_of(model, sae: SparseAutoencoder) -> tuple[str, str]:
@@ -526,7 +513,7 @@ def evaluate_with_density(model, sae: SparseAutoencoder, shards: Shards, cfg: Ev
     device = model_device(model, device)
     model_device(sae, device)  # the SAE must sit with the model; neither is moved here
     hook_in, hook_out, start_id, windows = _hooks_and_windows(model, sae, shards, cfg, exclude_start)
-    with _eval_mode(model, sae):
+    with eval_mode(model, sae):
         splicer, tally, sparsity, batches = _clean_and_spliced(
             model, {"sae": sae}, hook_in, hook_out, windows, cfg.batch_size, device, start_id,
             progress)
@@ -599,7 +586,7 @@ def latent_densities(model, sae: SparseAutoencoder, shards: Shards, cfg: EvalCon
     model_device(sae, device)  # the SAE must sit with the model; neither is moved here
     hook_in, hook_out, start_id, windows = _hooks_and_windows(model, sae, shards, cfg, exclude_start)
     sparsity = _Sparsity(sae.d_sae)
-    with _eval_mode(model, sae):
+    with eval_mode(model, sae):
         for tokens, _, keep in _batches(windows, cfg.batch_size, device, start_id):
             x, _ = _prefix(model, tokens, hook_in, hook_out)
             sparsity.add(sae.encode(x[keep].float()))
@@ -623,7 +610,7 @@ def sweep_rows(model, saes: Mapping[str, SparseAutoencoder], shards: Shards, cfg
     windows = eval_windows(shards, "val", cfg.n_tokens, model.cfg.n_ctx, start_id=start_id)
     rows = {}
     for (hook_in, hook_out), members in groups.items():
-        with _eval_mode(model, *members.values()):
+        with eval_mode(model, *members.values()):
             _, tally, sparsity, _ = _clean_and_spliced(model, members, hook_in, hook_out, windows,
                                                       cfg.batch_size, device, start_id, progress)
         for name in members:

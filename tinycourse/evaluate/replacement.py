@@ -38,13 +38,12 @@ from tqdm.auto import tqdm
 
 from ..config import EvalConfig
 from ..corpus.shards import Shards
-from ..lm.model import model_device
+from ..lm.model import eval_mode, model_device
 from ..sae.crosslayer import CrossLayerTranscoder
 from ..sae.model import SparseAutoencoder
 from .metrics import (
     _batches,
     _check_widths,
-    _eval_mode,
     _float,
     _hooks_of,
     _ratio,
@@ -209,7 +208,7 @@ def evaluate_replacement(model, saes: Mapping[str, SparseAutoencoder] | CrossLay
     def constant(values: Tensor) -> Replace:
         return lambda cache: values
 
-    with _eval_mode(model, *dicts.modules):
+    with eval_mode(model, *dicts.modules):
         for tokens, targets, keep in _batches(windows, cfg.batch_size, device, start_id, progress,
                                               "replacement"):
             target = targets[keep]

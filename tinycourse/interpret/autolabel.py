@@ -110,8 +110,7 @@ from ..evaluate.groundtruth import (
     split_stories,
     story_activations,
 )
-from ..evaluate.metrics import _eval_mode
-from ..lm.model import model_device
+from ..lm.model import eval_mode, model_device
 from ..sae.model import SparseAutoencoder
 from .features import _hooks, _windows
 
@@ -150,7 +149,7 @@ def scan_halves(model, sae: SparseAutoencoder, shards: Shards, n_tokens: int, *,
     tokens, n_windows = _windows(shards, n_ctx, n_tokens)
     start_id = shards.start_id if exclude_start else None
     parts: dict[str, list] = {h: [] for h in HALVES}
-    with _eval_mode(model, sae):
+    with eval_mode(model, sae):
         for a in tqdm(range(0, n_windows, batch_size), desc="autolabel", disable=not progress, leave=False):
             starts = np.arange(a, min(n_windows, a + batch_size)) * n_ctx
             where = starts[:, None] + np.arange(n_ctx)  # (B, n_ctx) positions in the split
@@ -469,7 +468,7 @@ def latent_variables(model, sae: SparseAutoencoder, tokenizer, n_stories: int, d
     stories = list(generate_stories(n_stories, seed=data_seed, start=first_index))
     halves = dict(zip(("selection", "report"), split_stories(len(stories), seed)))
     codes, targets = {}, {}
-    with _eval_mode(model, sae):
+    with eval_mode(model, sae):
         for half, chosen in tqdm(halves.items(), desc="ground truth", disable=not progress, leave=False):
             acts, labels = story_activations(model, hook_in, tokenizer, [stories[i] for i in chosen],
                                              batch_size=batch_size, device=device)

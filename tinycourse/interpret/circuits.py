@@ -116,8 +116,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..evaluate.metrics import _eval_mode
-from ..lm.model import GPT, model_device, unwrap
+from ..lm.model import GPT, eval_mode, model_device, unwrap
 from ..sae.crosslayer import CrossLayerTranscoder
 from ..sae.model import SparseAutoencoder
 from .circuits_crosslayer import CrossLayerView, checked_crosslayer
@@ -321,7 +320,7 @@ def local_replacement(model, transcoders, ids, *, targets: Sequence[int] | None 
     names = [f"blocks.{i}.{name}" for i in range(L) for name in
              ("hook_resid_pre", "attn.hook_pattern", "hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out")]
     names.append(f"blocks.{L - 1}.hook_resid_post")
-    with _eval_mode(*view.modules):
+    with eval_mode(*view.modules):
         logits, cache = model.run_with_cache(ids[None], names=names)
         logits = logits[0]
         ln1, ln2, patterns, xs, latents, pre_acts = [], [], [], [], [], []
@@ -468,7 +467,7 @@ def frozen_forward(rm: LocalReplacement, scale: Tensor | None = None, *,
     e_scale = e_scale.view(-1, L, pos, 1)
     resid = rm.embed * emb_scale[..., None]  # (B, pos, d_model)
     reads, fs = [], [None] * L
-    with _eval_mode(*rm.dictionaries.modules):
+    with eval_mode(*rm.dictionaries.modules):
         for i, block in enumerate(model.blocks):
             resid = resid + _frozen_attention(block.attn, _frozen_norm(block.ln1, resid, rm.ln1[i]),
                                               rm.patterns[i])
@@ -864,7 +863,7 @@ def _spliced(rm: LocalReplacement, chosen: Tensor, factor: float) -> tuple[Tenso
     for i in range(rm.n_layers):
         hooks += [(f"blocks.{i}.ln2.hook_normalized", read_in), (f"blocks.{i}.hook_mlp_out", replace(i)),
                   (f"blocks.{i}.attn.hook_pattern", pattern(i))]
-    with _eval_mode(*view.modules), model.hooks(hooks):
+    with eval_mode(*view.modules), model.hooks(hooks):
         logits = model(rm.ids.expand(B, -1))[:, -1]
     return logits - logits.mean(-1, keepdim=True), shift
 

@@ -40,8 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..evaluate.metrics import _eval_mode
-from ..lm.model import model_device, unwrap
+from ..lm.model import eval_mode, model_device, unwrap
 from ..sae.model import SparseAutoencoder
 
 
@@ -117,7 +116,7 @@ def causal_effects(model, sae: SparseAutoencoder, tokens: np.ndarray, positions:
     # clean losses: each window the pairs use, once
     windows, which = torch.unique(start, return_inverse=True)
     clean = torch.empty(len(pos))
-    with _eval_mode(model, sae):
+    with eval_mode(model, sae):
         for a in range(0, len(windows), batch_size):
             ids = _rows(tokens, windows[a:a + batch_size], n_ctx).to(device)
             logits = model(ids)  # (rows, pos, d_vocab)

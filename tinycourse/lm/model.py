@@ -24,11 +24,12 @@ no training code).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -94,6 +95,20 @@ class KVCache:
         self.k[layer][:, :, self.length:end] = k
         self.v[layer][:, :, self.length:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Every module in eval mode for the block, each back to its own mode after (even on
+    an error): measurements must not leave a model in training mode, or out of it."""
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, flag in zip(modules, was):
+            m.train(flag)
 
 
 def causal_mask(n: int, device: str | torch.device | None = None) -> torch.Tensor:
@@ -603,5 +618,5 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> G
 __all__ = [
     "GPT", "KVCache", "ParameterCount", "causal_mask", "local_causal_mask", "count_parameters",
     "flops_per_token", "generate", "generate_text", "save_model", "load_model", "unwrap",
-    "model_device", "FORMAT_VERSION",
+    "model_device", "eval_mode", "FORMAT_VERSION",
 ]

@@ -34,7 +34,6 @@ batch `k` is found without producing batches 0..k-1: a resumed trainer pays one 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -53,7 +52,7 @@ from tqdm.auto import tqdm
 from ..artifacts import atomic_write_json, format_bytes
 from ..config import ActivationsConfig, ModelConfig
 from ..corpus.shards import Shards
-from ..lm.model import model_device
+from ..lm.model import eval_mode, model_device
 
 BYTES_PER_VALUE = {"float16": 2, "bfloat16": 2, "float32": 4}
 RAW_DTYPE = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
@@ -166,16 +165,6 @@ def _gather(tokens: np.ndarray, windows: np.ndarray, n_ctx: int) -> np.ndarray:
     return tokens[windows[:, None] * n_ctx + np.arange(n_ctx)]
 
 
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def run_hooks(model, windows: np.ndarray, hooks: Sequence[str], start_id: int | None,
               device: torch.device) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """Window tokens (B, n_ctx) -> ({hook: float32 (rows, width)}, keep (B, n_ctx) bool).
@@ -183,7 +172,7 @@ def run_hooks(model, windows: np.ndarray, hooks: Sequence[str], start_id: int | 
     Rows are the kept positions in row-major order (window by window, position by position).
     """
     tokens = torch.from_numpy(windows.astype(np.int64)).to(device)
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         _, cache = model.run_with_cache(tokens, names=list(hooks), stop_at_layer="auto")
     keep = windows != start_id if start_id is not None else np.ones(windows.shape, dtype=bool)
     keep_t = torch.from_numpy(keep.reshape(-1)).to(device)
