@@ -56,6 +56,15 @@ spends by its own influence ranking), `prune_graph` (0.8, 0.98); no JSON (its
 node count: it zeroes every feature at position 0 (the BOS it assumes) and its TopK does
 not clip negatives.
 
+Edges (uncapped shapes, i.e. tiny, with circuit-tracer): both workers save their graph; it
+gets ours' logit tokens as `attribution_targets`; nodes are matched by identity (feature:
+layer, position, latent; error: layer, position; embedding: position; logit: token) and,
+over the nodes both hold, rel = |a-b| / max(|a|,|b|) on edges above `EDGE_FLOOR` x the
+largest, by the source's kind. Its worker builds one more, untimed graph with `W_pos` added
+to its token vectors: its embedding nodes are `W_E[token]` alone, ours `W_E[token] + W_pos[p]`.
+Its error nodes at position 0 are zero (`error_vectors[:, zero_positions] = 0`), and in
+cells with its negative TopK features ours' error carries their writes.
+
 Timing: wall time, median over `--repeats` (after one untimed warm-up unless --quick);
 each (implementation, shape) in its own subprocess, ours then circuit-tracer per shape.
 peak RSS = the subprocess's `ru_maxrss`; +work = its rise during the graphs (after the
@@ -72,6 +81,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,6 +169,10 @@ def worker_ours(spec: dict) -> dict:
             rows.append(row)
     with torch.no_grad():
         active = sum(int((tcs[i].encode(x) != 0).sum()) for i, x in enumerate(_mlp_inputs(model, ids)))
+    if spec.get("dump"):
+        torch.save({"features": graph.features, "activations": graph.activations, "n_layers": graph.n_layers,
+                    "n_pos": graph.n_pos, "logits": graph.logit_tokens, "adjacency": graph.adjacency},
+                   spec["dump"])
     return {"rows": rows, "source": source, "features": graph.n_features, "active": active,
             "nodes": graph.n_nodes, "logits": graph.logit_tokens.tolist(),
             "kept_nodes": int(kept.node_mask.sum()), "kept_edges": int(kept.edge_mask.sum()),
@@ -222,19 +236,139 @@ def worker_circuit_tracer(spec: dict) -> dict:
     with torch.no_grad():
         gap = float((rm(ids[None]) - model(ids[None])).abs().max())
     cap = spec["max_feature_nodes"]
+    # ours' logit tokens when ours ran first (the same targets for the edge comparison); else its own pick
+    targets = torch.tensor(spec["targets"]) if spec.get("targets") else None
     base = rss_mib()
     rows = []
     for r in range(spec["repeats"] + (0 if spec["quick"] else 1)):
-        graph, t_graph = timed(lambda: attribute(ids, rm, batch_size=spec["batch_size"], max_feature_nodes=cap))
+        graph, t_graph = timed(lambda: attribute(ids, rm, batch_size=spec["batch_size"], max_feature_nodes=cap,
+                                                 attribution_targets=targets))
         kept, t_prune = timed(lambda g=graph: prune_graph(g, 0.8, 0.98))
         if r or spec["quick"]:
             rows.append({"attribute": t_graph, "prune": t_prune, "cmp": t_graph + t_prune})
+    if spec.get("dump"):
+        # its embedding nodes are W_E[token] alone (read at hook_embed; W_pos is in no node), ours
+        # W_E[token] + W_pos[p]: one more graph with W_pos added to its token vectors, untimed
+        real_setup = rm.setup_attribution
+
+        def setup_with_pos(inputs):
+            ctx = real_setup(inputs)
+            ctx.token_vectors = ctx.token_vectors + rm.W_pos[:len(ids)].detach()
+            return ctx
+
+        rm.setup_attribution = setup_with_pos
+        with_pos = attribute(ids, rm, batch_size=spec["batch_size"], max_feature_nodes=cap,
+                             attribution_targets=targets)
+        del rm.setup_attribution
+        torch.save({"features": graph.active_features[graph.selected_features],
+                    "activations": graph.activation_values[graph.selected_features], "n_layers": len(tcs),
+                    "n_pos": len(ids), "logits": torch.tensor([t.vocab_idx for t in graph.logit_targets]),
+                    "adjacency": graph.adjacency_matrix, "adjacency_pos": with_pos.adjacency_matrix},
+                   spec["dump"])
     return {"rows": rows, "source": source, "features": len(graph.selected_features),
             "active": len(graph.active_features), "nodes": int(graph.adjacency_matrix.shape[0]),
             "logits": [t.vocab_idx for t in graph.logit_targets],
             "kept_nodes": int(kept.node_mask.sum()), "kept_edges": int(kept.edge_mask.sum()),
             "logit_gap": gap, "peak": rss_mib(), "base": base,
             "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+# --- edge comparison: ours vs circuit-tracer, node by node identity --------------------------
+
+EDGE_FLOOR = 1e-6  # edges whose larger |weight| is under this times the largest |edge| are not compared
+EDGE_TOL = 1e-3  # the relative difference counted as a mismatch
+
+
+def node_keys(dump: dict) -> list[tuple]:
+    """(kind, layer, position, latent or token) per node, in the graph's order (both use it)."""
+    n_layers, n_pos = dump["n_layers"], dump["n_pos"]
+    keys = [("feature", l, p, z) for l, p, z in dump["features"].tolist()]
+    keys += [("error", l, p, -1) for l in range(n_layers) for p in range(n_pos)]
+    keys += [("embedding", -1, p, -1) for p in range(n_pos)]
+    keys += [("logit", n_layers, n_pos - 1, int(t)) for t in dump["logits"].tolist()]
+    if len(keys) != dump["adjacency"].shape[0]:
+        raise ValueError(f"{len(keys)} node keys for a {tuple(dump['adjacency'].shape)} adjacency")
+    return keys
+
+
+def compare_edges(ours: dict, theirs: dict) -> dict:
+    """Edge weights over the nodes both graphs hold: rows by the source's kind."""
+    import torch
+
+    ka, kb = node_keys(ours), node_keys(theirs)
+    at_b = {k: i for i, k in enumerate(kb)}
+    shared = [k for k in ka if k in at_b]
+    ia = torch.tensor([i for i, k in enumerate(ka) if k in at_b])
+    ib = torch.tensor([at_b[k] for k in shared])
+    A = ours["adjacency"].double()[ia][:, ia]
+    B = theirs["adjacency"].double()[ib][:, ib]
+    floor = EDGE_FLOOR * float(torch.maximum(A.abs(), B.abs()).max())
+
+    def cells(dump):  # (layer, position) -> its feature nodes' latents
+        out = {}
+        for l, p, z in dump["features"].tolist():
+            out.setdefault((l, p), set()).add(z)
+        return out
+    fa, fb = cells(ours), cells(theirs)
+    n_layers, n_pos = ours["n_layers"], ours["n_pos"]
+    same_sets = {(l, p) for l in range(n_layers) for p in range(n_pos)
+                 if fa.get((l, p), set()) == fb.get((l, p), set())}
+    kinds = [k[0] for k in shared]
+    groups = {
+        "all": [True] * len(shared),
+        "from features": [k == "feature" for k in kinds],
+        "from errors": [k == "error" for k in kinds],
+        "  errors, pos 0": [k[0] == "error" and k[2] == 0 for k in shared],
+        "  errors, same features": [k[0] == "error" and k[2] > 0 and (k[1], k[2]) in same_sets for k in shared],
+        "  errors, other": [k[0] == "error" and k[2] > 0 and (k[1], k[2]) not in same_sets for k in shared],
+        "from embeddings": [k == "embedding" for k in kinds],
+    }
+    rows = []
+
+    def row(name, sources, A, B):
+        mag = torch.maximum(A.abs(), B.abs())
+        mask = (mag > floor) & torch.tensor(sources)[None, :]
+        r, d, m = ((A - B).abs() / mag.clamp_min(floor))[mask], (A - B).abs()[mask], mag[mask]
+        rows.append({"edges": name, "n": int(mask.sum()), "max_rel": float(r.max()) if len(r) else 0.0,
+                     "median_rel": float(r.median()) if len(r) else 0.0, "over": int((r > EDGE_TOL).sum()),
+                     "max_abs": float(d.max()) if len(d) else 0.0,
+                     "over_w": float(m[r > EDGE_TOL].max()) if bool((r > EDGE_TOL).any()) else 0.0})
+    for name, sources in groups.items():
+        row(name, sources, A, B)
+    if "adjacency_pos" in theirs:  # its graph with W_pos added to its embedding nodes' vectors
+        B_pos = theirs["adjacency_pos"].double()[ib][:, ib]
+        row("  embeddings, theirs+W_pos", groups["from embeddings"], A, B_pos)
+        # what both define alike: features, errors of cells with the same features (not position 0),
+        # embeddings with W_pos
+        alike = [f or e or m for f, e, m in zip(groups["from features"], groups["  errors, same features"],
+                                                 groups["from embeddings"])]
+        row("alike (feat+err+emb)", alike, A, B_pos)
+    only_a = [(k, float(ours["activations"][i])) for i, k in enumerate(ka) if k not in at_b and k[0] == "feature"]
+    at_a = set(ka)
+    only_b = [(k, float(theirs["activations"][i])) for i, k in enumerate(kb) if k not in at_a and k[0] == "feature"]
+    return {"rows": rows, "floor": floor, "shared": len(shared), "nodes": (len(ka), len(kb)),
+            "only_ours": len(only_a), "only_ours_pos0": sum(k[2] == 0 for k, _ in only_a),
+            "only_theirs": len(only_b), "only_theirs_negative": sum(a < 0 for _, a in only_b),
+            "only_theirs_pos0": sum(k[2] == 0 for k, _ in only_b),
+            "other_only": [k for k, a in only_a if k[2] != 0][:5] + [k for k, a in only_b if a >= 0 and k[2] != 0][:5],
+            "cells_differ": n_layers * n_pos - len(same_sets),
+            "logits_same": ours["logits"].tolist() == theirs["logits"].tolist()}
+
+
+def print_edges(shape: str, cmp: dict) -> None:
+    print(f"\nedges, {shape}: ours vs circuit-tracer over the {cmp['shared']} nodes both hold "
+          f"(ours {cmp['nodes'][0]}, theirs {cmp['nodes'][1]}; same logit targets: {cmp['logits_same']}); "
+          f"rel = |a-b| / max(|a|,|b|) on edges with max(|a|,|b|) > {cmp['floor']:.1e} "
+          f"({EDGE_FLOOR:g} x the largest)")
+    print(f"{'edges (by source)':26s} {'compared':>9s} {'max rel':>9s} {'median rel':>10s} "
+          f"{'> ' + format(EDGE_TOL, 'g'):>7s} {'max |a-b|':>9s} {'max |w| >tol':>12s}")
+    for r in cmp["rows"]:
+        print(f"{r['edges']:26s} {r['n']:9d} {r['max_rel']:9.1e} {r['median_rel']:10.1e} {r['over']:7d} "
+              f"{r['max_abs']:9.1e} {r['over_w']:12.1e}")
+    print(f"feature nodes only in ours: {cmp['only_ours']} ({cmp['only_ours_pos0']} at position 0); only in "
+          f"circuit-tracer: {cmp['only_theirs']} ({cmp['only_theirs_negative']} with a negative activation, "
+          f"{cmp['only_theirs_pos0']} at position 0); (layer, position) cells whose feature sets differ: "
+          f"{cmp['cells_differ']}" + (f"; other: {cmp['other_only']}" if cmp["other_only"] else ""))
 
 
 # --- the driver ------------------------------------------------------------------------------
@@ -297,18 +431,26 @@ def main() -> None:
               f"{'replace s':>9s} {'backward s':>10s} {'prune s':>7s} {'export s':>8s} {'dumps s':>7s} "
               f"{'graph->JSON s':>13s} {'graph+prune':>12s} {'vs ours':>7s} {'kept n/e':>11s} {'JSON MB':>7s} {'peak MiB':>8s} "
               f"{'+work':>6s}")
-    lines, notes = [], []
+    lines, notes, edges = [], [], []
+    tmp = tempfile.TemporaryDirectory(prefix="bench_graph_")
     for shape in [s for s in args.shapes.split(",") if s]:
         shape_cap = (cap or None) if shape != "tiny" else None
-        ours_total = None
+        ours_total, ours_logits = None, None
+        dumps = {}  # uncapped shapes with circuit-tracer: both graphs, for the edge comparison
         for impl, python in impls:
             spec = {"impl": impl, "shape": shape, "kind": args.kind if shape != "tiny" else "",
                     "max_feature_nodes": shape_cap, "repeats": repeats, "quick": args.quick,
-                    "batch_size": args.batch_size, "threads": args.threads}
+                    "batch_size": args.batch_size, "threads": args.threads,
+                    "targets": ours_logits if impl == "circuit-tracer" else None}
+            if args.circuit_tracer_python and shape_cap is None:
+                spec["dump"] = dumps[impl] = str(Path(tmp.name) / f"{shape}-{impl}.pt")
             res = run_worker(python, spec)
             if "error" in res:
                 lines.append(f"{shape:12s} {impl:15s} failed: {res['error']}")
+                dumps.pop(impl, None)
                 continue
+            if impl == "ours":
+                ours_logits = res["logits"]
             rows, n = res["rows"], res["nodes"]
             cells = {k: f"{median(rows, k):.3f}" if k in rows[0] else "-" for k in
                      ("replacement", "backward", "prune", "export", "dumps")}
@@ -329,6 +471,9 @@ def main() -> None:
                          f"features, logit nodes {res['logits']}"
                          + (f", max |logit| gap of its model vs ours {res['logit_gap']:.1e}" if "logit_gap" in res
                             else ""))
+        if len(dumps) == 2:
+            import torch
+            edges.append((shape, compare_edges(*(torch.load(dumps[i]) for i in ("ours", "circuit-tracer")))))
     print(header)
     print("\n".join(lines))
     print("\n".join(notes))
@@ -336,6 +481,9 @@ def main() -> None:
         print("* circuit-tracer: `attribute` (its clean run and backward passes together) in the backward "
               "column; graph+prune = replacement + backward + prune (ours), attribute + prune_graph (theirs); "
               "vs ours = its graph+prune time over ours (above 1: ours faster)")
+    for shape, cmp in edges:
+        print_edges(shape, cmp)
+    tmp.cleanup()
     print(f"total {time.time() - t0:.0f} s, load average {os.getloadavg()[0]:.1f} at the end")
 
 
