@@ -141,7 +141,7 @@ def timed(fn):
 def worker_ours(spec: dict) -> dict:
     import torch
 
-    from tinycourse.interpret import circuits
+    from tinycourse.interpret import circuits, graph_influence, graph_json
 
     model, tcs, ids, source = build(spec)
     cap = spec["max_feature_nodes"]
@@ -158,8 +158,8 @@ def worker_ours(spec: dict) -> dict:
     for r in range(spec["repeats"] + (0 if spec["quick"] else 1)):
         graph, t_graph = timed(lambda: circuits.attribution_graph(model, tcs, ids, max_feature_nodes=cap,
                                                                    batch_size=spec["batch_size"]))
-        kept, t_prune = timed(lambda g=graph: circuits.prune(g))
-        page, t_export = timed(lambda g=graph: circuits.to_circuit_tracer_json(g, str))
+        kept, t_prune = timed(lambda g=graph: graph_influence.prune(g))
+        page, t_export = timed(lambda g=graph: graph_json.to_circuit_tracer_json(g, str))
         text, t_dumps = timed(lambda p=page: json.dumps(p))
         row = {"replacement": spent["replacement"], "backward": t_graph - spent["replacement"],
                "prune": t_prune, "export": t_export, "dumps": t_dumps}

@@ -415,10 +415,21 @@ draw()
 #   real TinyStories) expect previous-token heads in layer 0 and induction heads in the
 #   later layers: real text rewards copying in more ways than storyworld does.
 # - On the public TinyStories-1L-21M (`load_pretrained`, notebook 09) the catalogue can
-#   be set beside the study's hand-written table of its 16 heads.
+#   be set beside the study's hand-written table of its 16 heads, shipped in
+#   `data/heads/` (below): `beside_study(pretrained_heads(model, tokenizer)["catalogue"],
+#   load_study())`. Two of its heads are the "structural pivot" our `pivot` score measures.
 # - Cost: one batched forward per prompt set, plus one per head and ablation mode. On
 #   the replication shape (4 × 16 heads, n_ctx 256) the ablations are 128 forward
 #   passes of the story batch.
+
+# %%
+from tinycourse.interpret.study_compare import load_study
+
+study = load_study()
+print(study["title"], "\n", study["url"], "\n")
+for head, text in study["heads"].items():
+    print(f"{head:>6}  {text[:110]}")
+assert len(study["heads"]) == 16
 
 # %%
 rep = preset("replication")

@@ -47,6 +47,7 @@ from IPython.display import HTML, display
 from tinycourse.config import preset
 from tinycourse.exercises import check
 from tinycourse.interpret import circuits as C
+from tinycourse.interpret import graph_check, graph_influence, graph_json
 from tinycourse.interpret.capabilities import answer_ids, shipped_suites
 from tinycourse.lm.model import model_device
 from tinycourse.pipeline import Run, token_text
@@ -249,13 +250,13 @@ def my_completeness(adjacency: torch.Tensor, logit_weights: torch.Tensor, errors
 my_completeness = check("08.completeness", my_completeness)
 
 # %%
-kept = C.prune(graph)
+kept = graph_influence.prune(graph)
 w = torch.zeros(graph.n_nodes)
 w[graph.logits] = graph.logit_probs
 errors = torch.zeros(graph.n_nodes, dtype=torch.bool)
 errors[graph.errors] = True
-scores = {"whole": (C.replacement_score(graph), C.completeness_score(graph)),
-          "pruned": (C.replacement_score(graph, kept), C.completeness_score(graph, kept))}
+scores = {"whole": (graph_influence.replacement_score(graph), graph_influence.completeness_score(graph)),
+          "pruned": (graph_influence.replacement_score(graph, kept), graph_influence.completeness_score(graph, kept))}
 n_edges = int((graph.adjacency != 0).sum())
 print(f"pruned: {int(kept.node_mask.sum())} of {graph.n_nodes} nodes, {int(kept.edge_mask.sum())} of {n_edges:,} edges")
 for name, (rep, comp) in scores.items():
@@ -273,7 +274,7 @@ assert abs(my_completeness(graph.adjacency * kept.edge_mask, w, errors) - scores
 # **The most influential nodes**, with their position and token:
 
 # %%
-influence = C.node_influence(graph)
+influence = graph_influence.node_influence(graph)
 top = influence.argsort(descending=True)[:12].tolist()
 print(f"{'kind':>9s} {'layer':>5s} {'pos':>4s} {'token':>10s} {'latent':>6s} {'act':>6s} {'influence':>9s}")
 for i in top:
@@ -302,7 +303,7 @@ if PRESET == "tiny":
 # click a node to highlight its paths.
 
 # %%
-graph_json = C.to_circuit_tracer_json(graph, text, slug=f"indirect-object-{PRESET}", prompt=item.prompt)
+graph_json = graph_json.to_circuit_tracer_json(graph, text, slug=f"indirect-object-{PRESET}", prompt=item.prompt)
 print(f"{len(graph_json['nodes'])} nodes, {len(graph_json['links'])} links in the viewer's file")
 assert len(graph_json["nodes"]) <= int(kept.node_mask.sum())
 if importlib.util.find_spec("tinycourse.report.graph_page") is not None:
@@ -381,7 +382,7 @@ if PRESET == "tiny":
 #   and norms free.
 
 # %%
-result = C.intervention_check(model, transcoders, ids, graph, top=20)
+result = graph_check.intervention_check(model, transcoders, ids, graph, top=20)
 print(f"{'node':>24s} {'predicted':>9s} {'frozen':>7s} {'actual':>7s} {'attn shift':>10s}")
 for j, i in enumerate(result.nodes):
     n = graph.node(i)

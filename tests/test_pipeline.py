@@ -82,12 +82,12 @@ def test_force_rebuilds_and_status_reports(cfg, tmp_path):
 def test_killed_stage_is_redone(cfg, tmp_path, monkeypatch):
     run = make_run(cfg, tmp_path)
     run.ensure("tokenizer")
-    from tinycourse import pipeline
+    from tinycourse.stages import text
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "write_split", killed)
+    monkeypatch.setattr(text, "write_split", killed)
     with pytest.raises(KeyboardInterrupt):
         make_run(cfg, tmp_path).ensure("shards")
     assert not (run.stage_dir("shards") / "manifest.json").exists()

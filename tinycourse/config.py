@@ -132,10 +132,17 @@ class ModelConfig:
     attention_layers: tuple[str, ...] = ()
     window: int = 256  # keys a local layer's query sees; unused without local layers
     unembed_bias: bool = False  # a bias on the logits (TinyModel has one; it has no norm to fold it into)
+    # How the learned position embedding starts: "normal" (std init_std, as GPT-2) or
+    # "sinusoidal" (Vaswani et al.'s sines and cosines, scaled to the token embedding's norm,
+    # then learned like any weight). With sines, "the previous position" is one linear map
+    # of the position vector for every position, so a previous-token head is a direction
+    # to find rather than n_ctx separate associations to memorise.
+    pos_init: str = "normal"
 
     def __post_init__(self) -> None:
         _check_choice("model.norm", self.norm, ("layernorm", "rmsnorm", "none"))
         _check_choice("model.act", self.act, ("gelu", "gelu_tanh", "relu"))
+        _check_choice("model.pos_init", self.pos_init, ("normal", "sinusoidal"))
         if not 1 <= self.n_layers <= 48:
             raise ConfigError(f"model.n_layers must be in 1..48, got {self.n_layers}")
         for name in ("d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "init_std", "norm_eps",

@@ -9,7 +9,7 @@ import torch
 
 import tinycourse.exercises.circuits as ex
 from tinycourse.exercises.checker import EXERCISES, ExerciseFailed, check
-from tinycourse.interpret.circuits import completeness_score, prune
+from tinycourse.interpret.graph_influence import completeness_score, prune
 
 NAMES = ["08.edge_weight", "08.completeness"]
 

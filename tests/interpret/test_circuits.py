@@ -1,22 +1,10 @@
-import json
 
 import pytest
 import torch
 
 from tinycourse.config import ModelConfig, SAEConfig
-from tinycourse.interpret.circuits import (
-    attribution_graph,
-    completeness_score,
-    frozen_forward,
-    intervention_check,
-    local_replacement,
-    node_influence,
-    node_inputs,
-    prune,
-    replacement_score,
-    to_circuit_tracer_json,
-    total_effects,
-)
+from tinycourse.interpret.circuits import attribution_graph, frozen_forward, local_replacement, node_inputs
+from tinycourse.interpret.graph_check import intervention_check
 from tinycourse.lm.model import GPT
 from tinycourse.sae.model import SparseAutoencoder
 
@@ -188,137 +176,6 @@ def test_max_feature_nodes_keeps_the_identities():
     check = intervention_check(model, tcs, ids, graph, top=10)
     torch.testing.assert_close(check.linear, check.predicted, rtol=1e-3, atol=1e-5)
     assert intervention_check(model, tcs, ids, graph, top=5, factor=1.0).actual.abs().max() < 1e-5
-
-
-def test_influence_is_the_inverse_series_and_scores_are_shares():
-    model, tcs, ids = make_model(), make_transcoders("topk"), prompt()
-    graph = attribution_graph(model, tcs, ids)
-    a = graph.adjacency.double().abs()
-    B = a / a.sum(1, keepdim=True).clamp_min(1e-10)
-    w = torch.zeros(graph.n_nodes, dtype=torch.float64)
-    w[graph.logits] = graph.logit_probs.double()
-    reference = w @ (torch.linalg.inv(torch.eye(graph.n_nodes, dtype=torch.float64) - B)
-                     - torch.eye(graph.n_nodes, dtype=torch.float64))
-    torch.testing.assert_close(node_influence(graph).double(), reference, atol=1e-5, rtol=1e-4)
-    r, c = replacement_score(graph), completeness_score(graph)
-    assert 0 < r < 1 and 0 < c < 1
-    tokens, errors = reference[graph.embeddings].sum(), reference[graph.errors].sum()
-    assert r == pytest.approx(float(tokens / (tokens + errors)), rel=1e-4)
-    # with the error nodes cut out, everything is explained
-    graph.adjacency[:, graph.errors] = 0
-    assert replacement_score(graph) == pytest.approx(1.0)
-    assert completeness_score(graph) == pytest.approx(1.0)
-
-
-def test_pruning_keeps_logits_and_shrinks_with_the_thresholds():
-    model, tcs, ids = make_model(), make_transcoders("relu"), prompt()
-    graph = attribution_graph(model, tcs, ids)
-    last = None
-    for node_threshold in (1.0, 0.95, 0.8, 0.5, 0.2, 0.0):
-        kept = prune(graph, node_threshold, 1.0)
-        assert kept.node_mask[graph.embeddings.start:].all()  # embeddings and logits stay
-        n = int(kept.node_mask.sum())
-        assert last is None or n <= last
-        last = n
-        # every kept edge joins kept nodes, every kept feature has an edge in and out
-        t, s = kept.edge_mask.nonzero().unbind(1)
-        assert kept.node_mask[t].all() and kept.node_mask[s].all()
-        feats = kept.node_mask[:graph.n_features].nonzero()[:, 0]
-        assert kept.edge_mask[:, feats].any(0).all() and kept.edge_mask[feats].any(1).all()
-    assert int(prune(graph, 1.0, 1.0).node_mask[:graph.n_features].sum()) > int(
-        prune(graph, 0.2, 1.0).node_mask[:graph.n_features].sum())
-    last = None
-    for edge_threshold in (1.0, 0.98, 0.9, 0.5, 0.1):
-        kept = prune(graph, 0.8, edge_threshold)
-        assert kept.node_mask[graph.logits].all()
-        counts = (int(kept.node_mask.sum()), int(kept.edge_mask.sum()))
-        assert last is None or (counts[0] <= last[0] and counts[1] <= last[1])
-        last = counts
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        prune(graph, 1.5)
-
-
-def test_json_is_circuit_tracers_schema_and_round_trips():
-    model, tcs, ids = make_model(), make_transcoders("topk"), prompt()
-    graph = attribution_graph(model, tcs, ids)
-    vocabulary = [f"t{i}" for i in range(VOCAB)]
-    labels = {0: {"latents": [{"latent": i, "label": f"zero-{i}"} for i in range(48)]},
-              1: {3: "three"}}
-    page = to_circuit_tracer_json(graph, vocabulary, labels, slug="demo")
-    back = json.loads(json.dumps(page))
-    assert back == page
-    assert set(page) == {"metadata", "qParams", "nodes", "links"}
-    meta = page["metadata"]
-    assert meta["prompt_tokens"] == [vocabulary[i] for i in ids.tolist()]
-    assert meta["slug"] == "demo" and meta["scan"] == "tinycourse" and meta["schema_version"] == 1
-    assert 0 < meta["replacement_score"] < 1
-    ids_seen = [n["node_id"] for n in page["nodes"]]
-    assert len(ids_seen) == len(set(ids_seen))
-    for node in page["nodes"]:
-        assert set(node) == NODE_KEYS
-    kinds = [n["feature_type"] for n in page["nodes"]]
-    assert set(kinds) <= {"cross layer transcoder", "mlp reconstruction error", "embedding", "logit"}
-    assert kinds.count("embedding") == len(ids) and kinds.count("logit") == len(graph.logit_tokens)
-    assert "cross layer transcoder" in kinds
-    top = next(n for n in page["nodes"] if n["is_target_logit"])
-    assert top["node_id"] == f"3_{int(graph.logit_tokens[0])}_{len(ids) - 1}"
-    assert top["token_prob"] == pytest.approx(float(graph.logit_probs[0]))
-    # links: node ids that exist, weights that are the adjacency's
-    index = {}
-    for i in range(graph.n_nodes):
-        n = graph.node(i)
-        index[{"feature": f"{n.layer}_{n.latent}_{n.position}", "error": f"{n.layer}_-1_{n.position}",
-               "embedding": f"E_{n.token}_{n.position}", "logit": f"3_{n.token}_{n.position}"}[n.kind]] = i
-    assert set(ids_seen) <= set(index)
-    assert page["links"]
-    for link in page["links"]:
-        assert link["source"] in ids_seen and link["target"] in ids_seen
-        assert link["weight"] == pytest.approx(float(graph.adjacency[index[link["target"]], index[link["source"]]]))
-    for node in page["nodes"]:
-        if node["feature_type"] == "cross layer transcoder":
-            layer, latent, _ = map(int, node["node_id"].split("_"))
-            assert node["activation"] == pytest.approx(float(graph.node(index[node["node_id"]]).activation))
-            want = f"zero-{latent}" if layer == 0 else ("three" if latent == 3 else "")
-            assert node["clerp"] == want
-    # a function works as token_text too
-    assert to_circuit_tracer_json(graph, lambda t: f"t{t}")["metadata"]["prompt_tokens"] == meta["prompt_tokens"]
-
-
-def test_intervention_check_predictions():
-    dtype = torch.float64
-    model, tcs, ids = make_model(dtype=dtype), make_transcoders("relu", dtype=dtype), prompt()
-    graph = attribution_graph(model, tcs, ids)
-    check = intervention_check(model, tcs, ids, graph, top=20)
-    assert len(check.nodes) == 20 and all(i < graph.n_features for i in check.nodes)
-    # the frozen model with linear features is exactly what the graph's total effect predicts
-    torch.testing.assert_close(check.linear, check.predicted, rtol=1e-3, atol=1e-6)
-    assert check.predicted.abs().max() > 1e-3
-    assert -1 <= check.correlation <= 1
-    # a last-layer feature writes after the last attention layer: no pattern can move
-    layers = graph.features[check.nodes, 0]
-    assert (check.attention_shift[layers == 1] < 1e-12).all()  # 0 up to rounding
-    assert (check.attention_shift[layers == 0] > 1e-6).all()
-    # nothing changed: nothing moves
-    same = intervention_check(model, tcs, ids, graph, top=5, factor=1.0)
-    assert same.actual.abs().max() < 1e-8 and same.frozen.abs().max() < 1e-8
-    # a small nudge: with attention frozen the activation rules stay on their linear piece
-    nudge = intervention_check(model, tcs, ids, graph, top=10, factor=1 - 1e-4)
-    torch.testing.assert_close(nudge.frozen, nudge.predicted, rtol=1e-2, atol=1e-9)
-    # total effects include the direct edge and the paths through features
-    effects = total_effects(graph)
-    direct = graph.adjacency[graph.logits.start].double()
-    assert not torch.allclose(effects[:graph.n_features], direct[:graph.n_features])
-
-
-def test_with_nothing_to_move_the_real_model_agrees_with_the_frozen_one():
-    # one position (the pattern is [1]) and no norms: attention and norms cannot move, so
-    # the spliced real model and the frozen model with free features must agree exactly
-    model, tcs = make_model(norm="none", dtype=torch.float64), make_transcoders("relu", dtype=torch.float64)
-    ids = prompt(n=1)
-    graph = attribution_graph(model, tcs, ids)
-    check = intervention_check(model, tcs, ids, graph, top=8)
-    torch.testing.assert_close(check.actual, check.frozen, rtol=1e-6, atol=1e-9)
-    assert check.attention_shift.abs().max() < 1e-12
 
 
 def one_line(message):

@@ -8,18 +8,10 @@ import pytest
 import torch
 
 from tinycourse.config import TranscodersConfig
-from tinycourse.interpret.circuits import (
-    attribution_graph,
-    completeness_score,
-    frozen_forward,
-    intervention_check,
-    local_replacement,
-    logit_edge,
-    node_inputs,
-    prune,
-    replacement_score,
-    to_circuit_tracer_json,
-)
+from tinycourse.interpret.circuits import attribution_graph, frozen_forward, local_replacement, logit_edge, node_inputs
+from tinycourse.interpret.graph_check import intervention_check
+from tinycourse.interpret.graph_influence import completeness_score, prune, replacement_score
+from tinycourse.interpret.graph_json import to_circuit_tracer_json
 from tinycourse.sae.crosslayer import CrossLayerTranscoder
 from tinycourse.sae.model import SparseAutoencoder
 

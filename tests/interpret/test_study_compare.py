@@ -100,6 +100,32 @@ def test_the_study_table_is_read_or_says_what_to_write(tmp_path):
     assert STUDY_PATH.parent.name == "heads" and STUDY_PATH.parents[1].name == "data"
 
 
+def test_the_shipped_study_table_joins_every_head_of_the_study_shape(gptneo_folder, tmp_path):
+    """data/heads/ holds the study's own table (16 rows, its head numbers as L0H<n>); on a
+    random GPT-Neo of the study's shape (1 layer x 16 heads, scaled down) measured end to
+    end, every row lands beside its head."""
+    import shutil
+
+    import torch
+
+    study = load_study()
+    assert study["model"] == STUDY_MODEL and study["url"].startswith("https://")
+    assert list(study["heads"]) == [f"L0H{h}" for h in range(16)]
+    assert "structural pivot" in study["heads"]["L0H1"] and "previous token" in study["heads"]["L0H6"]
+    vocab = transformers.GPTNeoConfig.from_pretrained(gptneo_folder).vocab_size
+    config = transformers.GPTNeoConfig(
+        vocab_size=vocab, max_position_embeddings=64, window_size=16, hidden_size=32, num_heads=16,
+        num_layers=1, attention_types=[[["global"], 1]], bos_token_id=vocab - 1, eos_token_id=vocab - 1)
+    torch.manual_seed(1)
+    transformers.GPTNeoForCausalLM(config).eval().save_pretrained(tmp_path)
+    shutil.copy(gptneo_folder / "tokenizer.json", tmp_path / "tokenizer.json")
+    model, tokenizer = load_pretrained(tmp_path)
+    heads = pretrained_heads(model, tokenizer, list(generate_stories(4, seed=0)), n_seqs=2, ablation_stories=2)
+    rows = beside_study(heads["catalogue"], study)["rows"]
+    assert [r["head"] for r in rows] == list(study["heads"])
+    assert all(r["study"] == study["heads"][r["head"]] for r in rows)
+
+
 def test_the_page_and_the_report_draw_the_side_by_side(measured, tmp_path):
     from tinycourse.artifacts import atomic_write_json
     from tinycourse.report import heads as section

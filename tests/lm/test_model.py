@@ -400,3 +400,22 @@ def test_eval_mode_restores_each_modules_own_mode_even_on_error():
         with eval_mode(training):
             raise RuntimeError("a measurement failed")
     assert training.training
+
+
+def test_sinusoidal_position_init_makes_the_previous_position_one_linear_map():
+    cfg = dataclasses.replace(CFG, n_ctx=64, pos_init="sinusoidal")
+    w_pos = make(cfg).W_pos.detach().double()  # (n_ctx, d_model)
+    norms = w_pos.norm(dim=1)  # a token embedding's norm, init_std sqrt(d_model)
+    assert torch.allclose(norms, torch.full_like(norms, cfg.init_std * math.sqrt(cfg.d_model)), rtol=1e-4)
+    # the rotation that takes (sin pw, cos pw) to (sin (p-1)w, cos (p-1)w), built from the
+    # formula, takes every position's vector to the one before it
+    shift = torch.zeros(cfg.d_model, cfg.d_model, dtype=torch.float64)
+    for i in range(cfg.d_model // 2):
+        w = torch.tensor(10000.0 ** (-2 * i / cfg.d_model), dtype=torch.float64)
+        shift[2 * i: 2 * i + 2, 2 * i: 2 * i + 2] = torch.stack(
+            [torch.stack([w.cos(), w.sin()]), torch.stack([-w.sin(), w.cos()])])
+    assert torch.allclose(w_pos[1:] @ shift, w_pos[:-1], atol=1e-6)
+    normal = make(dataclasses.replace(CFG, n_ctx=64)).W_pos.detach().double()
+    assert not torch.allclose(normal[1:] @ shift, normal[:-1], atol=1e-2)
+    with pytest.raises(ConfigError, match="pos_init"):
+        dataclasses.replace(CFG, pos_init="rotary")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tinycourse.config import ModelConfig, SAEConfig
-from tinycourse.interpret.circuits import attribution_graph, to_circuit_tracer_json
+from tinycourse.interpret.circuits import attribution_graph
+from tinycourse.interpret.graph_json import to_circuit_tracer_json
 from tinycourse.lm.model import GPT
 from tinycourse.report.graph_page import (
     MARK_CLOSE,

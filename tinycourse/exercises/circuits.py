@@ -11,7 +11,7 @@ completeness score from its adjacency.
 
 References: `interpret.circuits.logit_edge` (the graph's edge for every last-layer feature
 or error node at the last position into a logit node) and
-`interpret.circuits.graph_completeness` (what `completeness_score` computes, on plain
+`interpret.graph_influence.graph_completeness` (what `completeness_score` computes, on plain
 tensors).
 """
 
@@ -22,7 +22,8 @@ from functools import lru_cache
 import torch
 
 from ..config import ModelConfig, SAEConfig
-from ..interpret.circuits import attribution_graph, graph_completeness, local_replacement, logit_edge
+from ..interpret.circuits import attribution_graph, local_replacement, logit_edge
+from ..interpret.graph_influence import graph_completeness
 from ..lm.model import GPT
 from ..sae.model import SparseAutoencoder
 from ._mistakes import like, safely

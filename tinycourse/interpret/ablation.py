@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..corpus.storyworld import Story
-from ..lm.model import model_device
+from ..lm.model import eval_mode, model_device
 from .in_context import token_groups
 
 MODES = ("zero", "mean")
@@ -112,9 +112,7 @@ def ablation_table(model, batches: Sequence[LossGroups], mode: str = "mean") -> 
     {"clean": {group: loss}, "delta": {group: (n_layers, n_heads) list of loss changes}}."""
     if mode not in MODES:
         raise ValueError(f"ablation mode {mode!r}: use one of {', '.join(MODES)}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         clean = {g: v for b in batches for g, v in group_losses(model, b).items()}
         means = mean_z(model, batches[0]) if mode == "mean" else None
         n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
@@ -126,8 +124,6 @@ def ablation_table(model, batches: Sequence[LossGroups], mode: str = "mean") -> 
                 for batch in batches:
                     for g, loss in group_losses(model, batch, [hook]).items():
                         delta[g][layer][head] = loss - clean[g]
-    finally:
-        model.train(was_training)
     return {"mode": mode, "clean": clean, "delta": delta}
 
 

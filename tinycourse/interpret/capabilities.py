@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..corpus.tasks import CAPABILITIES, DATA_DIR, TaskItem, read_items
-from ..lm.model import model_device
+from ..lm.model import eval_mode, model_device
 
 
 @dataclass(frozen=True)
@@ -175,14 +175,10 @@ def _score_jobs(model, jobs: Sequence[_Job], batch_size: int = 32) -> list[ItemS
     """`score_tasks` on items already tokenized (`_job`), so several models (a run's
     snapshots) can share one tokenization."""
     sequences = [seq for job in jobs for seq in (job.answer, job.wrong) if seq is not None]
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         logits = []
         for i in range(0, len(sequences), batch_size):
             logits += _logits(model, sequences[i:i + batch_size])
-    finally:
-        model.train(was_training)
     scores, k = [], 0
     for job in jobs:
         seq, at, answer_logits = job.answer, job.answer_from, logits[k]

@@ -1,10 +1,10 @@
 """Attribution graphs: which transcoder features, through which others, made the next token.
 
     graph = attribution_graph(model, transcoders, ids)      nodes and their direct effects
-    kept  = prune(graph, node_threshold=0.8, edge_threshold=0.98)
+    kept  = prune(graph, node_threshold=0.8, edge_threshold=0.98)        (graph_influence)
     replacement_score(graph), completeness_score(graph)    how much the features explain
-    page  = to_circuit_tracer_json(graph, token_text)       circuit-tracer's viewer file
-    check = intervention_check(model, transcoders, ids, graph)   the graph against the model
+    page  = to_circuit_tracer_json(graph, token_text)       circuit-tracer's viewer file (graph_json)
+    check = intervention_check(model, transcoders, ids, graph)   against the model (graph_check)
 
 `transcoders` maps every layer i to a transcoder from `blocks.{i}.ln2.hook_normalized` to
 `blocks.{i}.hook_mlp_out` (a dict or a list, one per layer), or is a cross-layer
@@ -53,61 +53,12 @@ passes, `batch_size` targets at a time: the frozen forward runs on a batch of sc
 vectors, target b reads its input from row b, and the gradient of the sum with respect
 to the scales is the batch's rows of the adjacency.
 
-Influence and pruning [ct]. |adjacency| with each row normalised to sum 1 is B; a node's
-influence is w (B + B^2 + ...) = w ((I - B)^-1 - I), w the logit nodes' probabilities: the
-share of the prediction that flows through it along all paths. The graph is layered, so
-the series ends after at most n_layers + 2 terms. `prune` keeps the nodes that carry
-`node_threshold` of the total influence (embeddings and logits always), then, in the
-graph of those, the edges carrying `edge_threshold` of the edge influence (edge score
-B[t, s] times the influence of t plus its logit weight), then drops features left without
-an outgoing or an incoming edge and errors without an outgoing one, until nothing changes.
-(One change: an edge whose score is 0 is never kept, so a node joined only by zero edges
-goes too; circuit-tracer keeps them when its cut lands on 0.)
-Scores [ct]: replacement = embedding influence / (embedding + error influence), the share
-of the path weight from the prompt to the logits that avoids error nodes; completeness =
-the influence-weighted mean over nodes of the share of each node's normalised input that
-is not from error nodes.
-
-The JSON (circuit-tracer's frontend schema [ct], kept key for key: the viewer reads these):
-    metadata  slug, scan, transcoder_list [], prompt_tokens [str], prompt, node_threshold,
-              schema_version 1; also ours: edge_threshold, replacement_score,
-              completeness_score (of the unpruned graph), n_layers
-    qParams   pinnedIds [], supernodes [], linkType "both", clickedId "", sg_pos ""
-    nodes     node_id, feature, layer (a string), ctx_idx, feature_type, token_prob,
-              is_target_logit, run_idx 0, reverse_ctx_idx 0, jsNodeId, clerp, influence
-              (the cumulative influence share up to this node, as in circuit-tracer),
-              activation (features; null otherwise)
-                feature    "cross layer transcoder", node_id "{layer}_{latent}_{pos}",
-                           feature cantor(layer, latent), jsNodeId "{layer}_{latent}-0",
-                           clerp the latent's label when given
-                error      "mlp reconstruction error", "{layer}_-1_{pos}", feature -1,
-                           jsNodeId "{layer}_-1-{pos}", clerp ""
-                embedding  "embedding", "E_{token}_{pos}", layer "E", feature pos,
-                           jsNodeId "E_{token}-{pos}", clerp "" (prompt_tokens has the text)
-                logit      "logit", "{n_layers + 1}_{token}_{pos}", layer str(n_layers + 1),
-                           feature the token id, jsNodeId "L_{token}-{pos}", token_prob,
-                           is_target_logit on the most probable, clerp 'Output "tok" (p=..)'
-    links     source, target (node_ids), weight (the adjacency entry): the kept edges
-              between kept nodes; kept features and errors left without a link are
-              dropped, embeddings and logits never [ct]
-
-The check against the real model. The graph predicts, for a feature set to `factor` times
-its activation (0: ablated), a change of (factor - 1) * T in the target's input, where T
-is the feature's total effect: all paths, each downstream feature answering linearly
-(active ones pass their input on, inactive ones stay off). `intervention_check` measures
-the change three ways: `linear` (the frozen model with linear features: equals the
-prediction, tested), `frozen` (attention and norms frozen, the transcoders' activation
-rules free: differs only where a feature crosses its threshold or a top-k race changes)
-and `actual` (the real model with the transcoders spliced in and their errors kept from
-the clean run; attention and norms free). Features left out by `max_feature_nodes` stay
-frozen in their error nodes in all three, as in the graph. Where `frozen` matches and `actual` does not,
-attention or norm scales moved; `attention_shift` reports how far (the largest total
-variation distance of an attention row from its clean value).
+Influence, pruning and the two scores are in `graph_influence`, circuit-tracer's JSON in
+`graph_json`, the graph against the real model in `graph_check`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -601,112 +552,6 @@ def attribution_graph(model, transcoders, ids, *, targets: Sequence[int] | None 
                  max_feature_nodes=max_feature_nodes, dictionary=rm.dictionaries.kind)
 
 
-# --- influence, pruning, scores ------------------------------------------------------------------
-
-def _normalised(adjacency: Tensor) -> Tensor:
-    """|A| with each row summing to 1 (rows without inputs stay 0). (n, n) -> (n, n)"""
-    a = adjacency.abs()
-    return a / a.sum(1, keepdim=True).clamp_min(1e-10)
-
-
-def _influence(B: Tensor, weights: Tensor) -> Tensor:
-    """weights (n,) @ (B + B^2 + ...): the series of (I - B)^-1 - I, which ends because the
-    graph is layered. -> (n,)"""
-    total = torch.zeros_like(weights)
-    current = weights @ B
-    for _ in range(B.shape[0] + 1):
-        if not current.any():
-            return total
-        total += current
-        current = current @ B
-    raise RuntimeError("influence did not converge: the adjacency has a cycle, which no graph "
-                       "from attribution_graph has")
-
-
-def _logit_weights(graph: Graph) -> Tensor:
-    w = torch.zeros(graph.n_nodes)
-    w[graph.logits] = graph.logit_probs
-    return w
-
-
-def node_influence(graph: Graph) -> Tensor:
-    """Each node's influence on the logits (module docstring). -> (n,)"""
-    return _influence(_normalised(graph.adjacency), _logit_weights(graph))
-
-
-def _cut(scores: Tensor, share: float) -> Tensor:
-    """The smallest score among the largest ones that together carry `share` of the total."""
-    ordered = scores.flatten().sort(descending=True).values
-    cumulative = ordered.cumsum(0) / ordered.sum().clamp_min(1e-30)
-    at = int(torch.searchsorted(cumulative, torch.tensor(share, dtype=cumulative.dtype)))
-    return ordered[min(at, len(ordered) - 1)]
-
-
-class Pruned(NamedTuple):
-    node_mask: Tensor  # (n,) bool
-    edge_mask: Tensor  # (n, n) bool, [target, source]
-    influence: Tensor  # (n,) the cumulative share of influence up to each node, largest first
-
-
-def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Pruned:
-    """Keep the nodes and edges that carry most of the influence (module docstring)."""
-    for name, value in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
-        if not 0 <= value <= 1:
-            raise ValueError(f"{name}={value}: it is a share of the influence, between 0 and 1")
-    w = _logit_weights(graph)
-    influence = node_influence(graph)
-    nodes = influence >= _cut(influence, node_threshold)
-    nodes[graph.embeddings.start:] = True  # embeddings and logits always stay
-    A = graph.adjacency * nodes[:, None] * nodes[None, :]
-    B = _normalised(A)
-    edge_scores = B * (_influence(B, w) + w)[:, None]
-    edges = (edge_scores >= _cut(edge_scores, edge_threshold)) & (edge_scores > 0)
-    inner = graph.embeddings.start  # features and errors
-    while True:
-        edges &= nodes[:, None] & nodes[None, :]
-        before = nodes.clone()
-        nodes[:inner] &= edges[:, :inner].any(0)  # features and errors need an outgoing edge
-        nodes[:graph.n_features] &= edges[:graph.n_features].any(1)  # features an incoming one
-        if torch.equal(nodes, before):
-            break
-    ordered, order = influence.sort(descending=True)
-    cumulative = torch.zeros_like(influence)
-    cumulative[order] = ordered.cumsum(0) / ordered.sum().clamp_min(1e-30)
-    return Pruned(nodes, edges, cumulative)
-
-
-def _matrix(graph: Graph, pruned: Pruned | None) -> Tensor:
-    if pruned is None:
-        return graph.adjacency
-    return graph.adjacency * pruned.edge_mask
-
-
-def replacement_score(graph: Graph, pruned: Pruned | None = None) -> float:
-    """Embedding influence / (embedding + error influence), on the whole graph or on the
-    kept edges of `pruned`: 1 when the prompt reaches the logits through features only."""
-    B = _normalised(_matrix(graph, pruned))
-    influence = _influence(B, _logit_weights(graph))
-    tokens, errors = influence[graph.embeddings].sum(), influence[graph.errors].sum()
-    return float(tokens / (tokens + errors).clamp_min(1e-30))
-
-
-def completeness_score(graph: Graph, pruned: Pruned | None = None) -> float:
-    """The influence-weighted share of each node's normalised input that is not from error
-    nodes: 1 when no node reads an error."""
-    errors = torch.zeros(graph.adjacency.shape[0], dtype=torch.bool)
-    errors[graph.errors] = True
-    return graph_completeness(_matrix(graph, pruned), _logit_weights(graph), errors)
-
-
-def graph_completeness(adjacency: Tensor, logit_weights: Tensor, errors: Tensor) -> float:
-    """`completeness_score` on plain tensors: adjacency (n, n) [target, source],
-    logit_weights (n,) (the logit nodes' probabilities, 0 elsewhere), errors (n,) bool."""
-    B = _normalised(adjacency)
-    weight = _influence(B, logit_weights) + logit_weights
-    explained = 1 - B[:, errors].sum(1)
-    return float((explained * weight).sum() / weight.sum())
-
-
 def logit_edge(activation: float, write: Tensor, ln_scale: float, ln_weight: Tensor,
                W_U: Tensor, token: int) -> float:
     """The edge from a source writing activation * write (d_model,) into the residual stream
@@ -719,210 +564,15 @@ def logit_edge(activation: float, write: Tensor, ln_scale: float, ln_weight: Ten
     return float(activation * ((centred * ln_scale * ln_weight) @ unembed))
 
 
-# --- the viewer's JSON ---------------------------------------------------------------------------
-
-def _text_of(token_text) -> Callable[[int], str]:
-    if callable(token_text):
-        return lambda t: str(token_text(t))
-    vocabulary = list(token_text)
-    return lambda t: str(vocabulary[t])
-
-
-def _label(labels, layer: int, latent: int) -> str:
-    """The latent's label: labels[layer] is auto_label's output, or latent -> text."""
-    if labels is None or layer not in labels:
-        return ""
-    of_layer = labels[layer]
-    if isinstance(of_layer, Mapping) and "latents" in of_layer:
-        of_layer = [row.get("label") for row in of_layer["latents"]]
-    try:
-        text = of_layer[latent]
-    except (KeyError, IndexError):
-        return ""
-    return text or ""
-
-
-def to_circuit_tracer_json(graph: Graph, token_text, labels=None, *, node_threshold: float = 0.8,
-                           edge_threshold: float = 0.98, slug: str = "prompt",
-                           scan: str = "tinycourse", prompt: str | None = None) -> dict:
-    """The pruned graph in circuit-tracer's frontend schema (module docstring).
-
-    token_text: a token id's text, a function (id -> str) or a sequence indexed by id;
-    labels: {layer: auto_label's output, or a mapping/sequence latent -> text}."""
-    text = _text_of(token_text)
-    kept = prune(graph, node_threshold, edge_threshold)
-    L = graph.n_layers
-    nodes, ids = [], {}
-    for index in kept.node_mask.nonzero()[:, 0].tolist():
-        node = graph.node(index)
-        row = {"feature": 0, "layer": "", "ctx_idx": node.position, "feature_type": "",
-               "token_prob": 0.0, "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0,
-               "clerp": "", "influence": float(kept.influence[index]), "activation": None}
-        if node.kind == "feature":
-            pair = (node.layer + node.latent) * (node.layer + node.latent + 1) // 2 + node.latent
-            row.update(node_id=f"{node.layer}_{node.latent}_{node.position}", feature=pair,
-                       layer=str(node.layer), feature_type="cross layer transcoder",
-                       jsNodeId=f"{node.layer}_{node.latent}-0", activation=node.activation,
-                       clerp=_label(labels, node.layer, node.latent))
-        elif node.kind == "error":
-            row.update(node_id=f"{node.layer}_-1_{node.position}", feature=-1, layer=str(node.layer),
-                       feature_type="mlp reconstruction error", jsNodeId=f"{node.layer}_-1-{node.position}")
-        elif node.kind == "embedding":
-            row.update(node_id=f"E_{node.token}_{node.position}", feature=node.position, layer="E",
-                       feature_type="embedding", jsNodeId=f"E_{node.token}-{node.position}")
-        else:
-            p = node.activation
-            row.update(node_id=f"{L + 1}_{node.token}_{node.position}", feature=node.token,
-                       layer=str(L + 1), feature_type="logit", token_prob=p,
-                       is_target_logit=index == graph.logits.start, jsNodeId=f"L_{node.token}-{node.position}",
-                       clerp=f'Output "{text(node.token)}" (p={p:.3f})')
-        ids[index] = row["node_id"]
-        nodes.append(row)
-    links = [{"source": ids[s], "target": ids[t], "weight": float(graph.adjacency[t, s])}
-             for t, s in kept.edge_mask.nonzero().tolist() if s in ids and t in ids]
-    linked = {x for link in links for x in (link["source"], link["target"])}
-    nodes = [row for row in nodes if row["node_id"] in linked or row["feature_type"] in ("embedding", "logit")]
-    prompt_tokens = [text(t) for t in graph.ids.tolist()]
-    metadata = {"slug": slug, "scan": scan, "transcoder_list": [], "prompt_tokens": prompt_tokens,
-                "prompt": prompt if prompt is not None else "".join(prompt_tokens),
-                "node_threshold": node_threshold, "schema_version": 1,
-                "edge_threshold": edge_threshold, "n_layers": L, "dictionary": graph.dictionary,
-                "replacement_score": replacement_score(graph), "completeness_score": completeness_score(graph)}
-    qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
-    return {"metadata": metadata, "qParams": qparams, "nodes": nodes, "links": links}
-
-
-# --- the graph against the real model ----------------------------------------------------------
-
-def total_effects(graph: Graph, target: int = 0) -> Tensor:
-    """d (input of logit node `target`) / d (each source's scale) along all paths, each
-    feature on the way passing its input change on as its activation change. -> (n,)
-
-    An edge is per unit of its source's *scale*; a feature whose input moves by d moves its
-    activation by d, i.e. its scale by d / activation: hence the division."""
-    A = graph.adjacency.double()
-    per_unit = torch.zeros(graph.n_nodes, dtype=torch.float64)
-    per_unit[:graph.n_features] = 1 / graph.activations.double()
-    current = A[graph.logits.start + target].clone()
-    total = current.clone()
-    for _ in range(graph.n_nodes + 1):
-        current = (current * per_unit) @ A
-        if not current.any():
-            return total
-        total += current
-    raise RuntimeError("total effects did not converge: the adjacency has a cycle")
-
-
-class InterventionCheck(NamedTuple):
-    nodes: list[int]  # the feature nodes checked, most influential first
-    predicted: Tensor  # (top,) the graph's change of the target's input: (factor - 1) * total effect
-    linear: Tensor  # (top,) the frozen model with linear features (= predicted)
-    frozen: Tensor  # (top,) attention and norms frozen, the transcoders' activation rules free
-    actual: Tensor  # (top,) the real model, transcoders spliced in, their errors kept
-    attention_shift: Tensor  # (top,) largest total variation of an attention row from clean
-    correlation: float  # Pearson r of predicted against actual
-    frozen_correlation: float  # Pearson r of predicted against frozen
-
-
-def _pearson(a: Tensor, b: Tensor) -> float:
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return math.nan
-    return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
-
-
-@torch.no_grad()
-def _spliced(rm: LocalReplacement, chosen: Tensor, factor: float) -> tuple[Tensor, Tensor]:
-    """The real model with every MLP replaced by its dictionary's writes plus the clean run's
-    error, row b with feature chosen[b] set to factor times its activation.
-    -> mean-centred last-position logits (B, d_vocab), attention shift (B,)"""
-    model, view, B = rm.model, rm.dictionaries, len(chosen)
-    stash, fs, shift = {}, [None] * rm.n_layers, rm.embed.new_zeros(B)
-
-    def read_in(x, hook):
-        stash["x"] = x
-
-    def replace(layer):
-        mine = (rm.features[chosen, 0] == layer).nonzero()[:, 0]
-
-        def hook(out, _):
-            x = stash.pop("x")
-            f = view.activate(layer, view.pre_activations(layer, x))  # (B, pos, d_sae)
-            f = f.masked_fill(rm.dropped[layer], 0)  # a left-out feature stays in its error node
-            f[mine, rm.features[chosen[mine], 1], rm.features[chosen[mine], 2]] *= factor
-            fs[layer] = f  # a CLT's later layers read it too
-            return view.written(layer, fs) + view.constant(layer, x) + rm.errors[layer]
-        return hook
-
-    def pattern(layer):
-        def hook(p, _):
-            tv = 0.5 * (p - rm.patterns[layer]).abs().sum(-1)  # (B, n_heads, pos)
-            shift.copy_(torch.maximum(shift, tv.flatten(1).amax(1)))
-        return hook
-
-    hooks = []
-    for i in range(rm.n_layers):
-        hooks += [(f"blocks.{i}.ln2.hook_normalized", read_in), (f"blocks.{i}.hook_mlp_out", replace(i)),
-                  (f"blocks.{i}.attn.hook_pattern", pattern(i))]
-    with eval_mode(*view.modules), model.hooks(hooks):
-        logits = model(rm.ids.expand(B, -1))[:, -1]
-    return logits - logits.mean(-1, keepdim=True), shift
-
-
-@torch.no_grad()
-def intervention_check(model, transcoders, ids, graph: Graph, *, top: int = 20, target: int = 0,
-                       factor: float = 0.0, batch_size: int = 64) -> InterventionCheck:
-    """Set each of the `top` most influential feature nodes of `graph` to `factor` times its
-    activation (0: ablate) and compare the change of logit node `target`'s input with the
-    graph's prediction (module docstring)."""
-    rm = local_replacement(model, transcoders, ids, targets=graph.logit_tokens.tolist(),
-                           max_feature_nodes=graph.max_feature_nodes)
-    if not torch.equal(rm.ids.cpu(), graph.ids) or not torch.equal(rm.features.cpu(), graph.features):
-        raise ValueError("the graph was not built from this model, these transcoders and this prompt: "
-                         "pass the ones attribution_graph was given")
-    if not 0 <= target < len(graph.logit_tokens):
-        raise ValueError(f"target={target}: the graph has logit nodes 0..{len(graph.logit_tokens) - 1}")
-    influence = node_influence(graph)[:graph.n_features]
-    chosen = influence.argsort(descending=True)[:top]
-    predicted = (factor - 1) * total_effects(graph, target)[chosen]
-    token = int(graph.logit_tokens[target])
-    n_f = graph.n_features
-    clean = float(rm.target_inputs[n_f + target])
-    linear, frozen, actual, shift = [], [], [], []
-    device = rm.ids.device
-    for start in range(0, len(chosen), batch_size):
-        rows = chosen[start:start + batch_size].to(device)
-        scale = rm.embed.new_ones(len(rows), rm.n_sources)
-        scale[torch.arange(len(rows), device=device), rows] = factor
-        targets = torch.full_like(rows, n_f + target)
-        for mode, out in (("linear", linear), ("free", frozen)):
-            out.append(_target_inputs(rm, frozen_forward(rm, scale, features=mode, logits=False), targets) - clean)
-        logits, moved = _spliced(rm, rows, factor)
-        actual.append(logits[:, token] - clean)
-        shift.append(moved)
-    linear, frozen, actual, shift = (torch.cat(parts).double().cpu() for parts in (linear, frozen, actual, shift))
-    return InterventionCheck(chosen.tolist(), predicted, linear, frozen, actual, shift,
-                             _pearson(predicted, actual), _pearson(predicted, frozen))
-
-
 __all__ = [
     "KINDS",
-    "graph_completeness",
     "logit_edge",
     "Frozen",
     "Graph",
-    "InterventionCheck",
     "LocalReplacement",
     "Node",
-    "Pruned",
     "attribution_graph",
-    "completeness_score",
     "frozen_forward",
-    "intervention_check",
     "local_replacement",
-    "node_influence",
     "node_inputs",
-    "prune",
-    "replacement_score",
-    "to_circuit_tracer_json",
-    "total_effects",
 ]

@@ -73,7 +73,7 @@ from tqdm.auto import tqdm
 from ..artifacts import atomic_write_bytes, atomic_write_json
 from ..config import FeaturesConfig
 from ..corpus.shards import Shards
-from ..lm.model import model_device
+from ..lm.model import eval_mode, model_device
 from ..sae.model import SparseAutoencoder
 from .logits import (
     direct_logit_attribution,
@@ -455,9 +455,7 @@ def scan_features(model, sae: SparseAutoencoder, shards: Shards, cfg: FeaturesCo
                                       metadata={"fingerprint": fingerprint, "batch": str(batch)})
         atomic_write_bytes(ckpt, blob)
 
-    was = (model.training, sae.training)
-    model.eval(), sae.eval()
-    try:
+    with eval_mode(model, sae):
         bar = tqdm(range(first, n_batches), total=n_batches, initial=first, desc="features",
                    disable=not progress, leave=False)
         for batch in bar:
@@ -483,8 +481,6 @@ def scan_features(model, sae: SparseAutoencoder, shards: Shards, cfg: FeaturesCo
             done = batch + 1
             if done % cfg.checkpoint_every == 0 and done < n_batches:
                 checkpoint(done)
-    finally:
-        model.train(was[0]), sae.train(was[1])
     index = _write(model, sae, state, tokens, cfg, out, hook_in=hook_in, n_windows=n_windows,
                    exclude_start=exclude_start)
     if ckpt.exists():

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ..corpus.shards import token_counts
 from ..corpus.storyworld import Span, Story, token_labels
-from ..lm.model import model_device
+from ..lm.model import eval_mode, model_device
 
 GROUPS = ("name_repeat", "name_first", "pronoun", "other")
 
@@ -84,9 +84,7 @@ def name_losses(model, tokenizer, stories: Sequence[Story]) -> dict[str, dict[st
     """{group: {"loss": mean nats, "tokens": count}} over the stories, each read from its
     start token for at most the model's n_ctx tokens (see the module docstring)."""
     sums = {g: [0.0, 0] for g in GROUPS}
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for story in stories:
             ids = [tokenizer.start_id] + list(tokenizer.encode(story.text))
             offsets = [(0, 0)] + [tuple(o) for o in tokenizer.offsets(story.text)]
@@ -96,8 +94,6 @@ def name_losses(model, tokenizer, stories: Sequence[Story]) -> dict[str, dict[st
                 if group is not None:
                     sums[group][0] += float(loss)
                     sums[group][1] += 1
-    finally:
-        model.train(was_training)
     return {g: {"loss": total / n if n else float("nan"), "tokens": n}
             for g, (total, n) in sums.items()}
 
@@ -135,12 +131,8 @@ def induction_probe(model, candidate_ids: Sequence[int], *, start_id: int, n_seq
     tokens = repeated_sequences(candidate_ids, n_seqs, length, seed=seed, start_id=start_id)
     tokens = tokens.to(model_device(model))
     names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)]
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         logits, cache = model.run_with_cache(tokens, names=names)
-    finally:
-        model.train(was_training)
     losses = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(),
                              reduction="none").view(n_seqs, -1)  # entry j predicts token j + 1
     # each copy without its first token, which nothing before it predicts:

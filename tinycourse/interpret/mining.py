@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..lm.model import model_device
+from ..lm.model import eval_mode, model_device
 
 LABELS = ("induction", "repeated_token", "closing_quote", "pronoun", "name", "ngram")
 UNEXPLAINED = "unexplained"
@@ -74,18 +74,14 @@ class TrigramModel:
 def next_token_probs(model, windows: torch.Tensor, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """For windows (n, L) int64: (probability of the true next token, whether it is the
     top choice), each (n, L - 1); entry [i, j] is about predicting windows[i, j + 1]."""
-    was_training = model.training
-    model.eval()
     probs, top = [], []
-    try:
+    with eval_mode(model):
         device = model_device(model)
         for chunk in windows.split(batch_size):
             logits = model(chunk[:, :-1].to(device)).float()
             target = chunk[:, 1:].to(device)
             probs.append(F.softmax(logits, -1).gather(-1, target[..., None])[..., 0].cpu())
             top.append((logits.argmax(-1) == target).cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(probs).numpy(), torch.cat(top).numpy()
 
 

@@ -258,6 +258,18 @@ class Block(nn.Module):
         return self.hook_resid_post(resid + mlp_out)
 
 
+def sinusoidal_positions(n_ctx: int, d_model: int, std: float) -> torch.Tensor:
+    """(n_ctx, d_model): position p's vector holds sin(p w_i) and cos(p w_i) for d_model / 2
+    frequencies w_i = 10000^(-2i / d_model) (Vaswani et al. 2017), scaled so that its norm
+    is a token embedding's, std sqrt(d_model). Moving from p to p - 1 rotates each (sin, cos)
+    pair by its frequency: one linear map for every position."""
+    positions = torch.arange(n_ctx, dtype=torch.float32)[:, None]  # (n_ctx, 1)
+    freqs = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)  # (d_model / 2,)
+    angles = positions * freqs  # (n_ctx, d_model / 2)
+    table = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)[:, :d_model]
+    return table * std * math.sqrt(2.0)  # each entry's mean square is 1/2
+
+
 class GPT(HookedModule):
     """Decoder-only transformer: tokens (batch, pos) -> next-token logits (batch, pos, d_vocab)."""
 
@@ -292,6 +304,9 @@ class GPT(HookedModule):
         for block in self.blocks:
             for proj in (block.attn.out, block.mlp.fc_out):
                 nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.cfg.n_layers))
+        if self.cfg.pos_init == "sinusoidal":
+            with torch.no_grad():
+                self.pos_embed.weight.copy_(sinusoidal_positions(self.cfg.n_ctx, self.cfg.d_model, std))
 
     def forward(
         self,

@@ -4,7 +4,7 @@ runs/<name>/circuits/<prompt-slug>.html.
     write_graph_page(graph_json, out, *, contexts=None, title=None) -> Path
     scan_contexts(graph_json, scans, token_text, n=3) -> {node_id: [context, ...]}
 
-`graph_json` is what `interpret.circuits.to_circuit_tracer_json` returns (circuit-tracer's
+`graph_json` is what `interpret.graph_json.to_circuit_tracer_json` returns (circuit-tracer's
 frontend schema): metadata (prompt_tokens, n_layers, thresholds, scores), nodes (node_id,
 layer, ctx_idx, feature_type, clerp, influence, activation, token_prob, ...) and links
 (source, target, weight). `contexts`, optional, maps a node_id to a few texts in which
@@ -52,7 +52,7 @@ KINDS = {"cross layer transcoder": "feature", "mlp reconstruction error": "error
          "embedding": "embedding", "logit": "logit"}
 MAX_CONTEXTS = 8  # per node: more would only make the blob bigger
 MAX_CONTEXT_CHARS = 400
-PRODUCER = "interpret.circuits.to_circuit_tracer_json"
+PRODUCER = "interpret.graph_json.to_circuit_tracer_json"
 MARK_OPEN, MARK_CLOSE = "\u27e6", "\u27e7"  # ⟦ ⟧ around the activating token
 
 
