@@ -15,9 +15,13 @@ The issue asks for induction >= 0.3 and both ratios <= 0.5.
 Variants (combine with +, e.g. sinusoidal+copy25):
     preset      the tiny preset as it is
     sinusoidal  model.pos_init=sinusoidal: the position embedding starts as sines and cosines
-    copy25      a quarter of every batch's windows replaced by packed [start] + R + R segments,
-                R 10 to 40 training tokens drawn without replacement: the probe's own form
+    copy25      a quarter of every batch's windows replaced by [start] + R + R (+ random tokens
+                to fill the window), R 20 to 64 distinct training tokens: the probe's own form
     copy100     every window so: the copying task alone, no stories
+`--alphabet N` draws the copy windows' R from the N most frequent training tokens only (the
+probe still draws from all of them), to test whether a copying head that forms on a few
+tokens carries over to the rest. `--set stage.field=value` (repeatable) changes the preset
+itself, as `tinycourse run --set` does: e.g. `--set model.init_std=0.12`.
 
 Needs the run's tokenizer and shards (`tinycourse run --preset tiny --stages tokenizer,shards`).
 Prints one row per measurement and a table of the last; figures in benchmarks/README.md.
@@ -34,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinycourse.config import preset
+from tinycourse.config import apply_overrides, preset
 from tinycourse.corpus.shards import Shards, WindowSampler
 from tinycourse.corpus.storyworld import generate_stories
 from tinycourse.corpus.tokenizer import load_tokenizer
@@ -47,28 +51,33 @@ FRESH_SEED, FRESH_STORIES = 12345, 60
 
 
 def copy_windows(rng: np.random.Generator, ids: np.ndarray, n: int, width: int, start_id: int) -> torch.Tensor:
-    """(n, width) int64: packed [start] + R + R segments, R 10..40 of `ids` without replacement."""
+    """(n, width) int64: each row [start] + R + R, R 20 to (width - 1) // 2 distinct tokens of
+    `ids`, then tokens of `ids` drawn at random to fill the row. One copy per row, so every
+    token of the second R has exactly one earlier occurrence to look back to."""
     rows = []
     for _ in range(n):
-        row: list[int] = []
-        while len(row) < width:
-            r = rng.choice(ids, size=int(rng.integers(10, 41)), replace=False).tolist()
-            row += [start_id] + r + r
-        rows.append(row[:width])
-    return torch.tensor(rows, dtype=torch.long)
+        r = rng.choice(ids, size=int(rng.integers(20, (width - 1) // 2 + 1)), replace=False)
+        pad = rng.choice(ids, size=width - 1 - 2 * len(r))
+        rows.append(np.concatenate([[start_id], r, r, pad]))
+    return torch.from_numpy(np.stack(rows).astype(np.int64))
 
 
-def train_variant(variant: str, run: Path, steps: int, every: int, seed: int) -> list[dict]:
+def train_variant(variant: str, run: Path, steps: int, every: int, seed: int,
+                  alphabet: int = 0, overrides: tuple[str, ...] = ()) -> list[dict]:
     parts = set(variant.split("+"))
     if not parts <= set(VARIANTS):
         raise SystemExit(f"unknown variant {variant!r}: combine {', '.join(VARIANTS)} with +")
-    cfg = preset("tiny")
+    cfg = apply_overrides(preset("tiny"), list(overrides))
     model_cfg = dataclasses.replace(cfg.resolved_model,
                                     pos_init="sinusoidal" if "sinusoidal" in parts else "normal")
     train_cfg = dataclasses.replace(cfg.train, max_steps=steps, seed=seed)
     shards, tokenizer = Shards.open(run / "shards"), load_tokenizer(run / "tokenizer")
     train = shards.tokens("train")
     ids = np.array(training_token_ids(train, exclude=[tokenizer.start_id]))
+    copy_ids = ids
+    if alphabet:
+        counts = np.bincount(train, minlength=int(ids.max()) + 1)[ids]
+        copy_ids = ids[np.argsort(-counts, kind="stable")[:alphabet]]
     stories = list(generate_stories(FRESH_STORIES, seed=FRESH_SEED))
     share = 1.0 if "copy100" in parts else 0.25 if "copy25" in parts else 0.0
     n_copy = round(share * train_cfg.batch_size)
@@ -84,7 +93,7 @@ def train_variant(variant: str, run: Path, steps: int, every: int, seed: int) ->
             group["lr"] = lr_at(step, train_cfg)
         batch = sampler.batch(step)  # (batch, n_ctx + 1)
         if n_copy:
-            batch[:n_copy] = copy_windows(rng, ids, n_copy, model_cfg.n_ctx + 1, tokenizer.start_id)
+            batch[:n_copy] = copy_windows(rng, copy_ids, n_copy, model_cfg.n_ctx + 1, tokenizer.start_id)
         loss = lm_loss(model(batch[:, :-1]), batch[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
@@ -123,8 +132,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alphabet", type=int, default=0,
+                        help="copy windows draw from the N most frequent training tokens (0: all)")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE",
+                        help="override a field of the tiny preset, e.g. --set model.init_std=0.06")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.alphabet and args.alphabet < 64:
+        raise SystemExit(f"--alphabet {args.alphabet}: R holds up to 64 distinct tokens, so use 64 or more (0: all)")
     for needed in ("tokenizer", "shards"):
         if not (args.run / needed).is_dir():
             raise SystemExit(f"{args.run / needed} is missing: build it with "
@@ -132,8 +147,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {args.steps:,} steps per variant\n{HEADER}")
-    last = [train_variant(v, args.run, args.steps, args.every, args.seed)[-1]
+          f"{torch.get_num_threads()} threads; {args.steps:,} steps per variant; alphabet "
+          f"{args.alphabet or 'all'}; overrides {args.set or 'none'}\n{HEADER}")
+    last = [train_variant(v, args.run, args.steps, args.every, args.seed, args.alphabet, tuple(args.set))[-1]
             for v in args.variants.split(",")]
     print("\nAt the last step:\n" + HEADER)
     for row in last:

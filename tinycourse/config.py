@@ -136,7 +136,8 @@ class ModelConfig:
     # "sinusoidal" (Vaswani et al.'s sines and cosines, scaled to the token embedding's norm,
     # then learned like any weight). With sines, "the previous position" is one linear map
     # of the position vector for every position, so a previous-token head is a direction
-    # to find rather than n_ctx separate associations to memorise.
+    # to find rather than n_ctx separate associations to memorise (what it changes on
+    # tiny: benchmarks/bench_induction.py).
     pos_init: str = "normal"
 
     def __post_init__(self) -> None:

@@ -1,4 +1,5 @@
-"""An attribution graph as the file circuit-tracer's viewer reads.
+"""An attribution graph as the file circuit-tracer's viewer reads (facts marked [ct] are
+taken from circuit-tracer's code).
 
 The JSON (circuit-tracer's frontend schema [ct], kept key for key: the viewer reads these):
     metadata  slug, scan, transcoder_list [], prompt_tokens [str], prompt, node_threshold,
