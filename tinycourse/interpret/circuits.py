@@ -430,7 +430,7 @@ def frozen_forward(rm: LocalReplacement, scale: Tensor | None = None, *,
     return Frozen(torch.stack(reads, 1), model.unembed(final) if logits else None)
 
 
-def _target_inputs(rm: LocalReplacement, run: Frozen, targets: Tensor) -> Tensor:
+def target_inputs(rm: LocalReplacement, run: Frozen, targets: Tensor) -> Tensor:
     """Row b's input of target targets[b] (indices into features + logits) -> (B,)."""
     rows = torch.arange(len(targets), device=targets.device)
     read = run.reads[rows, rm.read_slot[targets], rm.read_pos[targets]]  # (B, d_model)
@@ -536,7 +536,7 @@ def attribution_graph(model, transcoders, ids, *, targets: Sequence[int] | None 
         targets_b = torch.arange(start, min(start + batch_size, n_t), device=device)
         scale = rm.embed.new_ones(len(targets_b), n_src).requires_grad_(True)
         with torch.enable_grad():
-            y = _target_inputs(rm, frozen_forward(rm, scale, logits=False), targets_b)
+            y = target_inputs(rm, frozen_forward(rm, scale, logits=False), targets_b)
             (rows,) = torch.autograd.grad(y.sum(), scale)
         adjacency[row_of[targets_b.cpu()], :n_src] = rows.detach().float().cpu()
     with torch.no_grad():
@@ -575,4 +575,5 @@ __all__ = [
     "frozen_forward",
     "local_replacement",
     "node_inputs",
+    "target_inputs",
 ]

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..lm.model import eval_mode
-from .circuits import Graph, LocalReplacement, _target_inputs, frozen_forward, local_replacement
+from .circuits import Graph, LocalReplacement, target_inputs, frozen_forward, local_replacement
 from .graph_influence import node_influence
 
 
@@ -129,7 +129,7 @@ def intervention_check(model, transcoders, ids, graph: Graph, *, top: int = 20, 
         scale[torch.arange(len(rows), device=device), rows] = factor
         targets = torch.full_like(rows, n_f + target)
         for mode, out in (("linear", linear), ("free", frozen)):
-            out.append(_target_inputs(rm, frozen_forward(rm, scale, features=mode, logits=False), targets) - clean)
+            out.append(target_inputs(rm, frozen_forward(rm, scale, features=mode, logits=False), targets) - clean)
         logits, moved = _spliced(rm, rows, factor)
         actual.append(logits[:, token] - clean)
         shift.append(moved)

@@ -11,7 +11,7 @@ from ..artifacts import atomic_write_json
 from ..corpus.shards import Shards
 from ..corpus.tokenizer import load_tokenizer
 from .registry import stage
-from .text import _probe_source, probe_stories
+from .text import probe_source, probe_stories
 
 if TYPE_CHECKING:
     from ..pipeline import Run
@@ -71,7 +71,7 @@ def build_heads(run: Run, folder: Path) -> dict:
                                progress=lambda xs: tqdm(xs, desc="heads: snapshots", unit="snapshot"))
     result = {
         "scores": scores, "score_names": list(SCORES), "prompts": {
-            "stories": f"{len(stories)} stories ({_probe_source(run)}), first "
+            "stories": f"{len(stories)} stories ({probe_source(run)}), first "
                        f"{prompts['stories'].shape[1]} tokens",
             "repeated_tokens": f"32 x [start] + R + R, R = {length} random training tokens"},
         "head_detector": {name: v.tolist() for name, v in head_detector_scores(model, prompts["stories"]).items()},
@@ -90,7 +90,7 @@ def build_heads(run: Run, folder: Path) -> dict:
     atomic_write_json(folder / "examples.json", {
         "measure": examples.measure, "measure_text": MEASURES[examples.measure], "prompts": result["prompts"]["stories"],
         "heads": example_records(examples, lambda i: token_label(tokenizer, i))})
-    shown = ((f"the first probe story, {_probe_source(run)}", stories[0].text), ("the TinyStories-1L-21M study's prompt", STUDY_PROMPT))
+    shown = ((f"the first probe story, {probe_source(run)}", stories[0].text), ("the TinyStories-1L-21M study's prompt", STUDY_PROMPT))
     patterns = {"prompts": [{"title": title, **prompt_patterns(model, tokenizer, text)} for title, text in shown]}
     atomic_write_text(folder / "patterns.json", json.dumps(patterns, separators=(",", ":")))  # compact: a grid per head
     write_heads_page(folder, title=f"Attention heads of run {run.root.name}")

@@ -102,7 +102,7 @@ def measure_in_context(run: Run, folder: Path) -> dict:
     model = load_model(folder)
     result = in_context_summary(model, load_tokenizer(run.stage_dir("tokenizer")),
                                 probe_stories(run), Shards.open(run.stage_dir("shards")).tokens("train"))
-    result["source"] = _probe_source(run)
+    result["source"] = probe_source(run)
     atomic_write_json(folder / "in_context.json", result)
     return result
 
@@ -120,5 +120,6 @@ def probe_stories(run: Run) -> list:
     return [text_story(t) for t in _sample_texts(run, "val", IN_CONTEXT_STORIES)]
 
 
-def _probe_source(run: Run) -> str:
+def probe_source(run: Run) -> str:
+    """Where `probe_stories` come from, in words for the records and pages."""
     return "storyworld (fresh stories)" if run.cfg.data.source == "storyworld" else "val split, names by rule"
