@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from tinycourse.config import apply_overrides, preset
-from tinycourse.corpus.shards import Shards, WindowSampler
+from tinycourse.corpus.shards import Shards, WindowSampler, token_counts
 from tinycourse.corpus.storyworld import generate_stories
 from tinycourse.corpus.tokenizer import load_tokenizer
 from tinycourse.interpret.in_context import induction_probe, name_losses, training_token_ids
@@ -76,7 +76,7 @@ def train_variant(variant: str, run: Path, steps: int, every: int, seed: int,
     ids = np.array(training_token_ids(train, exclude=[tokenizer.start_id]))
     copy_ids = ids
     if alphabet:
-        counts = np.bincount(train, minlength=int(ids.max()) + 1)[ids]
+        counts = token_counts(train, int(ids.max()) + 1)[ids]
         copy_ids = ids[np.argsort(-counts, kind="stable")[:alphabet]]
     stories = list(generate_stories(FRESH_STORIES, seed=FRESH_SEED))
     share = 1.0 if "copy100" in parts else 0.25 if "copy25" in parts else 0.0
