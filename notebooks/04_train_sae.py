@@ -93,8 +93,9 @@ print(cfg.sae)
 #
 # **TopK** (Gao et al. 2024, [*Scaling and evaluating sparse
 # autoencoders*](https://arxiv.org/abs/2406.04093)): keep each token's k largest
-# pre-activations and zero the rest. L0 is exactly k, chosen directly, and there is no
-# penalty to tune. The price: every token gets k latents, whether it needs them or not.
+# pre-activations and zero the rest. L0 is k, chosen directly (at most k: a kept
+# pre-activation that is not positive is zeroed too, which a trained SAE rarely meets),
+# and there is no penalty to tune. The price: every token gets k latents, whether it needs them or not.
 
 # %% [markdown]
 # ### Exercise 04.topk_relu (difficulty 1, about 10 minutes)
@@ -296,7 +297,7 @@ print(f"MSE drop in the first tenth: {early_drop:.2f}; in the other nine tenths:
 assert early_drop > late_drop > 0, (early_drop, late_drop)
 assert metrics[-1]["fve"] > metrics[tenth]["fve"]
 if cfg.sae.kind == "topk":
-    assert all(m["l0"] == cfg.sae.k for m in metrics), "a TopK SAE has L0 = k"
+    assert all(cfg.sae.k - 0.05 <= m["l0"] <= cfg.sae.k for m in metrics), "a TopK SAE has L0 = k"
 assert lr_at(len(metrics) - 1, cfg.sae) < 0.01 * cfg.sae.lr  # one line a step; decayed to ~0
 
 # %% [markdown]
@@ -394,7 +395,7 @@ print(f"pipeline SAE ({cfg.sae.kind}): FVE {main_fve:.3f} at L0 {main_l0:.1f}, "
 for n, value in pca.items():
     print(f"PCA, top {n:3d} components:  FVE {value:.3f}")
 if cfg.sae.kind == "topk":
-    assert abs(main_l0 - cfg.sae.k) < 1e-6, "a TopK SAE has L0 = k"
+    assert cfg.sae.k - 0.05 <= main_l0 <= cfg.sae.k, "a TopK SAE has L0 = k"
 if PRESET == "tiny":  # the course's quality bar
     assert main_fve > pca[n_pca], (main_fve, pca[n_pca])
     assert dead_fraction < 0.05, dead_fraction

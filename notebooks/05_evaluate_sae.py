@@ -191,7 +191,8 @@ print(f"per-channel FVE: median {np.median(per_channel):.3f}, "
 # ## 2. Sparsity: L0, dead and dense latents, feature density
 #
 # - **L0**: the number of active (> 0) latents per token. Its mean is the "budget" every
-#   comparison below is made at. For TopK it is exactly k on every token. For ReLU and
+#   comparison below is made at. For TopK it is k on every token but the rare one whose
+#   k-th largest pre-activation is not positive (at most k, always). For ReLU and
 #   JumpReLU it varies from token to token, so the histogram matters.
 
 # %% [markdown]
@@ -210,7 +211,8 @@ print(f"dead (never > 0): {int((my_density == 0).sum())} latents; "
       f"largest difference from latent_density.npy: {np.abs(my_density - density).max():.2e}")
 assert np.abs(my_density - density).max() < 1e-3
 if cfg.sae.kind == "topk":
-    assert ((out.latents > 0).sum(-1) == cfg.sae.k).all(), "TopK: exactly k on every token"
+    active = (out.latents > 0).sum(-1)
+    assert (active <= cfg.sae.k).all() and (active == cfg.sae.k).float().mean() > 0.99, "TopK: k a token"
 
 # %%
 l0_hist = sparsity["l0_hist"]
@@ -602,7 +604,7 @@ assert int((density == 0).sum()) == n_dead  # the density pass agrees with the m
 assert sum(sparsity["density_log10_hist"]["counts"]) == d_sae - n_dead
 assert sum(l0_hist["counts"]) == N
 if cfg.sae.kind == "topk":
-    assert abs(sparsity["l0_mean"] - cfg.sae.k) < 1e-6, "a TopK SAE has L0 = k on every token"
+    assert cfg.sae.k - 0.05 <= sparsity["l0_mean"] <= cfg.sae.k, "a TopK SAE has L0 = k on (nearly) every token"
     order = sorted(sweep, key=lambda r: float(r["name"].rsplit("_k", 1)[-1]))
     assert all(a["l0"] < b["l0"] for a, b in itertools.pairwise(order)), "sweep L0 must grow with k"
 assert all(r["n_tokens"] == N for r in sweep), "the sweep is measured on the same tokens"

@@ -192,9 +192,11 @@ plt.show()
 
 # %% [markdown]
 # On `tiny` one head of layer 1 carries most of the name copying: ablating it costs more
-# on repeated names than any other head, and far more than on all tokens. No head's
-# ablation costs much on the second copy of R + R, because no head does induction on
-# random tokens (notebook 02 showed why). The next cell checks both.
+# on repeated names than any other head, and far more than on all tokens. It is the
+# induction head, too: the head with the best induction score, and the one whose
+# ablation costs most on the second copy of R + R (the second copy is copied only
+# through it). Names and random sequences are copied by one circuit. The next cell
+# checks it.
 
 # %%
 names_cost = np.array(ablation["mean"]["delta"]["name_repeat"], dtype=float)
@@ -204,8 +206,11 @@ print(f"the name copier: L{copier[0]}H{copier[1]}, +{names_cost.max():.2f} nats 
 if PRESET == "tiny":
     assert copier[0] == n_layers - 1 and names_cost.max() > 1.0
     assert names_cost.max() > 3 * np.array(ablation["mean"]["delta"]["all"], dtype=float)[copier]
-    assert max(result["scores"]["repeated_tokens"]["induction"][layer][h]
-               for layer in range(n_layers) for h in range(n_heads)) < 0.3
+    induction = np.array(result["scores"]["repeated_tokens"]["induction"], dtype=float)
+    second_copy_cost = np.array(ablation["mean"]["delta"]["second_copy"], dtype=float)
+    assert np.unravel_index(induction.argmax(), induction.shape) == copier and induction.max() >= 0.3
+    assert np.unravel_index(second_copy_cost.argmax(), second_copy_cost.shape) == copier
+    assert second_copy_cost[copier] > 1.0
 
 # %% [markdown]
 # ### Activation patching
@@ -282,6 +287,27 @@ print("K-composition, layer 0 heads (rows) into the last layer's heads (columns)
       k_comp[0, :, n_layers - 1, :].round(3))
 
 # %% [markdown]
+# On `tiny` the induction head reads no layer-0 head through its key: its K-composition
+# with each of them is near the random baseline. It needs none, because layer 1's keys
+# are smeared (notebook 02, section 2): the previous token reaches the key by the smear,
+# not by a previous-token head's output, and the weights-only score cannot see it. Its
+# learned share of the previous key, sigmoid(`attn.smear`), is printed below. In a
+# model without smeared keys (`small`, the TinyStories models) an induction head's
+# K-composition stands out instead. The cell checks this run.
+
+# %%
+if PRESET == "tiny":
+    best = np.unravel_index(np.array(result["scores"]["repeated_tokens"]["induction"], dtype=float).argmax(),
+                            (n_layers, n_heads))
+    into_induction = k_comp[:best[0], :, best[0], best[1]]
+    share = torch.sigmoid(model.blocks[best[0]].attn.smear[best[1]]).item()
+    print(f"induction head L{best[0]}H{best[1]}: K-composition from earlier heads "
+          f"{into_induction.round(3).tolist()}, baseline {result['composition_baseline']['k']:.3f}; "
+          f"share of the previous key {share:.2f}")
+    assert best[0] in model.cfg.smeared_keys
+    assert into_induction.max() < 2 * result["composition_baseline"]["k"]
+
+# %% [markdown]
 # ## 5. The catalogue, and how the heads formed
 #
 # The stage writes a one-line description of each head from its measurements: a label
@@ -305,10 +331,11 @@ except ValueError as error:
 # %% [markdown]
 # **Formation.** The `lm` stage kept the weights at log-spaced steps. At each one the
 # stage measured the best previous-token and induction scores and the loss on name
-# repeats against first mentions. An induction head's phase change would show as the
+# repeats against first mentions. An induction head's phase change shows as the
 # induction score jumping while the second copy's loss drops (Olsson et al., section 3).
-# On `tiny` the name loss falls without any jump: names are copied by content, not by
-# induction.
+# On `tiny` it comes between two snapshots: the induction score leaps from near zero,
+# and in the same interval the second copy's loss and the name repeats' loss fall by
+# nats. Before it, names were copied a little by content alone.
 
 # %%
 rows = [r for r in result["formation"] if r["tokens"] > 0]
@@ -326,6 +353,15 @@ plt.show()
 
 # %%
 assert rows[-1]["name_repeat_loss"] < rows[0]["name_repeat_loss"]
+if PRESET == "tiny":
+    jumps = [(b["best_induction"] - a["best_induction"], a["second_copy_loss"] - b["second_copy_loss"],
+              a["name_repeat_loss"] - b["name_repeat_loss"]) for a, b in zip(rows, rows[1:])]
+    leap = max(range(len(jumps)), key=lambda i: jumps[i][0])
+    print(f"the leap: between {rows[leap]['tokens']:,} and {rows[leap + 1]['tokens']:,} tokens, "
+          f"induction +{jumps[leap][0]:.2f}, second copy -{jumps[leap][1]:.2f} nats, "
+          f"name repeats -{jumps[leap][2]:.2f} nats")
+    assert rows[0]["best_induction"] < 0.1 and jumps[leap][0] > 0.3
+    assert jumps[leap][1] > 1.0 and jumps[leap][2] > 0.5
 
 # %% [markdown]
 # ## 6. The MLPs beside the heads
@@ -412,8 +448,9 @@ draw()
 # ## 8. Scaling up
 #
 # - The same stage runs on any model the course loads. On `small` (4 layers × 8 heads,
-#   real TinyStories) expect previous-token heads in layer 0 and induction heads in the
-#   later layers: real text rewards copying in more ways than storyworld does.
+#   real TinyStories, no smeared keys) expect previous-token heads in layer 0 and
+#   induction heads in the later layers, K-composed with them, once it has read enough
+#   text: real text rewards copying in more ways than storyworld does.
 # - On the public TinyStories-1L-21M (`load_pretrained`, notebook 09) the catalogue can
 #   be set beside the study's hand-written table of its 16 heads, shipped in
 #   `data/heads/` (below): `beside_study(pretrained_heads(model, tokenizer)["catalogue"],

@@ -404,10 +404,13 @@ plt.show()
 # The graph is exact for its own model: `linear` equals the prediction. Letting the
 # activation rules free changes little on `tiny` (a top-k race rarely flips). The real
 # model is where it breaks, in two ways. An early feature's ablation can move attention
-# patterns, which the graph held fixed: see the attention shift. And a late feature at
-# the last position moves no attention at all, yet its measured change still misses:
-# removing it changes the residual's norm, so the final LayerNorm's scale moves, which
-# the graph also held fixed. The next cell checks these claims.
+# patterns, which the graph held fixed: see the attention shift. On `tiny` that is most
+# of the miss, because layer 1 holds an induction head whose query and keys read what
+# layer 0 wrote: layer-0 features move its pattern, and the correlation with the real
+# change falls far below the frozen one. And a late feature at the last position moves
+# no attention at all, yet its measured change still misses: removing it changes the
+# residual's norm, so the final LayerNorm's scale moves, which the graph also held
+# fixed. The next cell checks these claims.
 
 # %%
 assert torch.allclose(result.linear, result.predicted, rtol=1e-3, atol=1e-3)
@@ -415,7 +418,9 @@ norm_only = (result.attention_shift < 1e-4) & ((result.actual - result.frozen).a
 print(f"{int(norm_only.sum())} of {len(result.nodes)} ablations move no attention yet miss by over 25%: the norms")
 if PRESET == "tiny":
     assert result.frozen_correlation > 0.9
-    assert result.correlation > 0.5 and result.frozen_correlation > result.correlation
+    assert result.correlation < result.frozen_correlation - 0.2
+    early = torch.tensor([graph.node(i).layer == 0 for i in result.nodes])
+    assert result.attention_shift[early].mean() > 0.05 > result.attention_shift[~early].mean()
     assert norm_only.any() and (result.attention_shift > 0.05).any()
 
 # %% [markdown]

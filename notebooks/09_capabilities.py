@@ -225,8 +225,14 @@ for kind, table in result["final"].items():
 # → " you". Copying an invented name it has seen once beats an unseen name of the same
 # gender by a wide logit margin, the in-context ability of notebook 02. The
 # indirect-object task is not solved: the model prefers the name it read last. The
-# repeated random list fails as well, because the model has no induction head. The next
-# cell checks each of these claims.
+# memory game's repeated list is mostly *not* copied, although the model has an
+# induction head (notebook 02): inside the second saying of "red, milk, farm", the token
+# before each word is a comma, and every word of the list followed a comma the first
+# time. A head that matches one previous token attends to all of them and spreads its
+# vote over the whole list, so the right word is rarely the top guess, while it
+# still beats a word of the game that the list does not hold more often than not. Copying
+# after a shared separator needs a longer prefix than one token. The next cell checks
+# each of these claims.
 
 # %%
 sw = result["final"]["storyworld"]
@@ -234,7 +240,7 @@ if PRESET == "tiny":
     assert sw["ngram"]["top1"] > 0.9 and sw["common_phrases"]["top1"] > 0.9
     assert sw["repeated_names"]["mean_logit_diff"] > 3 and sw["repeated_names"]["logit_diff_positive"] > 0.8
     assert sw["indirect_object"]["logit_diff_positive"] < 0.6  # no IOI circuit yet
-    assert sw["repeated_tokens"]["mean_prob"] < 0.1  # no induction head: the list is not copied
+    assert sw["repeated_tokens"]["top1"] < 0.5 and sw["repeated_tokens"]["logit_diff_positive"] > 0.5
 
 # %% [markdown]
 # ### Across models

@@ -225,7 +225,8 @@ def test_capabilities_scores_other_models_side_by_side(cfg, tmp_path, monkeypatc
 
     monkeypatch.setattr(pretrained, "cached_pretrained", lambda: [])  # whatever this machine has cached
     micro = apply_overrides(cfg, [
-        "model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.d_head=16", "model.d_mlp=64",
+        "model.smeared_keys=0", "model.n_layers=1", "model.d_model=32", "model.n_heads=2",
+        "model.d_head=16", "model.d_mlp=64",
         "model.n_ctx=32", "train.max_steps=20", "train.eval_every=10", "train.checkpoint_every=10",
         "train.batch_size=8"])
     ours = make_run(micro, tmp_path)

@@ -139,6 +139,14 @@ class ModelConfig:
     # to find rather than n_ctx separate associations to memorise (what it changes on
     # tiny: benchmarks/bench_induction.py).
     pos_init: str = "normal"
+    # Layers whose keys are "smeared" (Olsson et al. 2022, "In-context Learning and Induction
+    # Heads", argument 2): each head's key at position j becomes (1 - s) k_j + s k_(j-1), s
+    # the sigmoid of one learned number per head (0.88 at init, `lm.model.SMEAR_INIT`). A
+    # head there can match its query against the token *before* each key: the half of an
+    # induction head that would otherwise wait for a previous-token head to form in an
+    # earlier layer, which on tiny does not happen within the CPU budget
+    # (benchmarks/bench_induction.py).
+    smeared_keys: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _check_choice("model.norm", self.norm, ("layernorm", "rmsnorm", "none"))
@@ -158,6 +166,12 @@ class ModelConfig:
                 f"or () for all global")
         for kind in self.attention_layers:
             _check_choice("model.attention_layers entry", kind, ("global", "local"))
+        for layer in self.smeared_keys:
+            if not 0 <= layer < self.n_layers:
+                raise ConfigError(f"model.smeared_keys names layer {layer} but the model has "
+                                  f"layers 0..{self.n_layers - 1}: name layers that exist "
+                                  f"(e.g. --set model.smeared_keys={self.n_layers - 1}), or none "
+                                  f"(--set model.smeared_keys=)")
 
     def is_local(self, layer: int) -> bool:
         """Whether `layer`'s attention is local (sees only the last `window` positions)."""
@@ -184,9 +198,15 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 where it pays) | float32 | bfloat16
     compile: bool = False
     seed: int = 0
+    # the share of each batch's windows replaced by noise, R, R, noise (R random training
+    # tokens, `corpus.repeats`): data in which only copying predicts the next token
+    repeat_share: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16"))
+        if not 0 <= self.repeat_share < 1:
+            raise ConfigError(f"train.repeat_share must be in [0, 1), got {self.repeat_share}: "
+                              f"it is the share of each batch that is not text")
         for name in ("batch_size", "grad_accum", "max_steps", "lr", "eval_every",
                      "eval_batches", "checkpoint_every"):
             _check_positive(f"train.{name}", getattr(self, name))
@@ -486,7 +506,7 @@ class CourseConfig:
 PRESETS: dict[str, CourseConfig] = {
     # CPU, seconds to a few minutes, no network: 8,000 storyworld stories (~1.9M
     # tokens), a 1K-token BPE (storyworld's vocabulary is small), and a 2-layer model
-    # small enough to train 2,000 steps of 16 x 128 tokens on a 2-core laptop CPU
+    # small enough to train 1,000 steps of 16 x 128 tokens on a 2-core laptop CPU
     # (measured stage times: benchmarks/README.md). Tied embeddings, as in GPT-2 and the
     # TinyStories models: the unembedding then reads the same directions the embedding
     # writes, so a head that moves a token's embedding forward already raises that
@@ -497,10 +517,13 @@ PRESETS: dict[str, CourseConfig] = {
         preset="tiny",
         data=DataConfig(source="storyworld", max_stories=8000),
         tokenizer=TokenizerConfig(vocab_size=1024),
+        # Layer 1's keys smeared and 4 of each batch's 16 windows a random sequence said
+        # twice: together (and neither alone) they grow an induction head within the budget
+        # (issue 12's table: benchmarks/README.md).
         model=ModelConfig(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=128,
-                          tied_embeddings=True),
-        train=TrainConfig(batch_size=16, max_steps=2000, lr=3e-3, warmup_steps=30,
-                          eval_every=250, checkpoint_every=250),
+                          tied_embeddings=True, smeared_keys=(1,)),
+        train=TrainConfig(batch_size=16, max_steps=1000, lr=3e-3, warmup_steps=30,
+                          eval_every=250, checkpoint_every=250, repeat_share=0.25),
         # the middle of the residual stream for the SAE, and MLP 0's input and output for
         # a transcoder: 200K tokens x 3 hooks x 128 x fp16 = 154 MB on disk
         activations=ActivationsConfig(
@@ -509,10 +532,10 @@ PRESETS: dict[str, CourseConfig] = {
         # 8x expansion, k=16, ten passes over the store
         sae=SAEConfig(kind="topk", hook_in="blocks.1.hook_resid_pre", d_sae=1024, k=16,
                       n_tokens=2_000_000, batch_size=1024, lr=1e-3),
-        # four k values sharing one pass of 500K tokens
-        sweep=SweepConfig(values=(4, 8, 16, 32), n_tokens=500_000),
-        # both MLPs, 4x their input width, k=16, one pass of 1M streamed tokens
-        transcoders=TranscodersConfig(d_sae=512, k=16, n_tokens=1_000_000, batch_size=1024,
+        # four k values sharing one pass of 400K tokens
+        sweep=SweepConfig(values=(4, 8, 16, 32), n_tokens=400_000),
+        # both MLPs, 4x their input width, k=16, one pass of 800K streamed tokens
+        transcoders=TranscodersConfig(d_sae=512, k=16, n_tokens=800_000, batch_size=1024,
                                       lr=1e-3),
         # the whole validation split (~35K tokens)
         features=FeaturesConfig(n_tokens=0, label_tokens=0),

@@ -419,3 +419,51 @@ def test_sinusoidal_position_init_makes_the_previous_position_one_linear_map():
     assert not torch.allclose(normal[1:] @ shift, normal[:-1], atol=1e-2)
     with pytest.raises(ConfigError, match="pos_init"):
         dataclasses.replace(CFG, pos_init="rotary")
+
+
+SMEARED = dataclasses.replace(CFG, smeared_keys=(1,))
+
+
+def test_smeared_keys_mix_each_key_with_the_one_before():
+    model = make(SMEARED)
+    with torch.no_grad():
+        model.blocks[1].attn.smear.copy_(torch.tensor([-2.0, 0.0, 1.0, 3.0]))
+    assert model.blocks[0].attn.smear is None
+    _, cache = model.run_with_cache(rand_tokens(), names=["blocks.1.ln1.hook_normalized",
+                                                          "blocks.1.attn.hook_k"])
+    attn = model.blocks[1].attn
+    x = cache["blocks.1.ln1.hook_normalized"]
+    raw = torch.einsum("bpd,hdk->bphk", x, attn.W_K) + attn.qkv.bias.view(3, 4, 8)[1]
+    expected = raw.clone()
+    for h, logit in enumerate([-2.0, 0.0, 1.0, 3.0]):  # one position at a time, by hand
+        s = 1 / (1 + math.exp(-logit))
+        for j in range(1, T):
+            expected[:, j, h] = (1 - s) * raw[:, j, h] + s * raw[:, j - 1, h]
+    torch.testing.assert_close(cache["blocks.1.attn.hook_k"], expected, atol=1e-5, rtol=1e-5)
+    # the share is learned: a loss reaches it
+    model(rand_tokens()).logsumexp(-1).mean().backward()
+    assert attn.smear.grad.abs().min() > 0
+
+
+def test_kv_cache_and_generation_with_smeared_keys():
+    model = make(SMEARED)
+    with torch.no_grad():
+        model.blocks[1].attn.smear.copy_(torch.tensor([-2.0, 0.0, 1.0, 3.0]))
+    tokens = rand_tokens()
+    cache = KVCache(SMEARED, B)
+    pieces = [model(tokens[:, :5], kv_cache=cache), model(tokens[:, 5:6], kv_cache=cache),
+              model(tokens[:, 6:], kv_cache=cache)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), model(tokens), atol=1e-5, rtol=1e-5)
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]]
+    assert generate(model, prompts, 12, temperature=0) == [naive_greedy(model, p, 12) for p in prompts]
+
+
+def test_smeared_keys_save_load_and_are_validated(tmp_path):
+    model = make(SMEARED)
+    with torch.no_grad():
+        model.blocks[1].attn.smear.fill_(1.5)
+    loaded = load_model(save_model(model, tmp_path / "lm"))
+    assert loaded.cfg.smeared_keys == (1,)
+    assert torch.equal(loaded(rand_tokens()), model.eval()(rand_tokens()))
+    with pytest.raises(ConfigError, match="smeared_keys names layer 2"):
+        dataclasses.replace(CFG, smeared_keys=(2,))

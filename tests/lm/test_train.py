@@ -17,7 +17,8 @@ import torch
 import tinycourse.lm.train as train_module
 from tinycourse.config import ConfigError, ModelConfig, TrainConfig
 from tinycourse.lm.model import GPT, load_model
-from tinycourse.corpus.shards import Shards
+from tinycourse.corpus.repeats import RepeatWindows, repeat_alphabet
+from tinycourse.corpus.shards import Shards, WindowSampler
 from tinycourse.lm.train import (TrainingDiverged, lr_at, make_optimizer, train_lm,
                               unigram_entropy)
 
@@ -123,6 +124,53 @@ def test_resume_after_a_kill_is_bitwise_identical(shards, tmp_path):
     assert [(m["train_loss"], m.get("val_loss")) for m in a] == [(m["train_loss"], m.get("val_loss")) for m in b]
 
 
+REPEATS_MODEL = dataclasses.replace(MODEL, n_ctx=32, smeared_keys=(1,))
+REPEATS = dataclasses.replace(TRAIN, repeat_share=0.25)
+
+
+def test_repeat_windows_take_their_share_of_each_batch_and_are_logged_apart(shards, tmp_path, monkeypatch):
+    seen, returned = [], []
+    real = train_module._forward_backward
+
+    def spy(model, batch, *args):
+        seen.append(batch.clone())
+        returned.append(real(model, batch, *args))
+        return returned[-1]
+
+    monkeypatch.setattr(train_module, "_forward_backward", spy)
+    cfg = dataclasses.replace(REPEATS, max_steps=6, eval_every=6, checkpoint_every=6)
+    train_lm(REPEATS_MODEL, cfg, shards, tmp_path, progress=False)
+    sampler = WindowSampler(shards.tokens("train"), cfg.batch_size, REPEATS_MODEL.n_ctx, seed=cfg.seed)
+    alphabet = repeat_alphabet(shards.tokens("train"), exclude=[shards.start_id])
+    windows = RepeatWindows(alphabet, REPEATS_MODEL.n_ctx + 1, seed=cfg.seed)
+    for step, batch in enumerate(seen):
+        assert torch.equal(batch[:4], windows.batch(step, 4))  # 0.25 of 16 rows
+        assert torch.equal(batch[4:], sampler.batch(step)[4:])  # the rest is text, as drawn
+    records = read_metrics(tmp_path)
+    for record, (step_loss, row_losses) in zip(records, returned, strict=True):
+        # train_loss is the text rows' mean alone, repeat_loss the windows'
+        assert record["train_loss"] == pytest.approx(row_losses[4:].mean().item(), rel=1e-6)
+        assert record["repeat_loss"] == pytest.approx(row_losses[:4].mean().item(), rel=1e-6)
+        assert step_loss == pytest.approx(row_losses.mean().item(), rel=1e-6)
+    plain = train_lm(REPEATS_MODEL, dataclasses.replace(cfg, repeat_share=0.0), shards,
+                     tmp_path / "plain", progress=False)
+    assert "repeat_loss" not in read_metrics(tmp_path / "plain")[0] and plain["finished"]
+    with pytest.raises(ConfigError, match="repeat_share"):
+        dataclasses.replace(TRAIN, repeat_share=1.0)
+
+
+def test_resume_with_repeat_windows_is_bitwise_identical(shards, tmp_path):
+    train_lm(REPEATS_MODEL, REPEATS, shards, tmp_path / "straight", progress=False)
+    train_lm(REPEATS_MODEL, REPEATS, shards, tmp_path / "resumed", progress=False, stop_after=23)
+    train_lm(REPEATS_MODEL, REPEATS, shards, tmp_path / "resumed", progress=False)
+    straight, resumed = load_model(tmp_path / "straight"), load_model(tmp_path / "resumed")
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+    assert read_metrics(tmp_path / "straight") != [] and [
+        (m["train_loss"], m["repeat_loss"]) for m in read_metrics(tmp_path / "straight")] == [
+        (m["train_loss"], m["repeat_loss"]) for m in read_metrics(tmp_path / "resumed")]
+
+
 def test_a_resumed_run_says_where_it_resumed_from(shards, tmp_path, capsys):
     train_lm(MODEL, TRAIN, shards, tmp_path, progress=False, stop_after=23)
     assert "resuming" not in capsys.readouterr().out  # a fresh start says nothing
@@ -149,19 +197,19 @@ def test_checkpoint_from_other_config_is_refused(shards, tmp_path):
 def test_finished_run_is_not_trained_again(shards, tmp_path, monkeypatch):
     cfg = dataclasses.replace(TRAIN, max_steps=10)
     summary = train_lm(MODEL, cfg, shards, tmp_path, progress=False)
-    monkeypatch.setattr(train_module, "lm_loss", lambda *a: pytest.fail("trained again"))
+    monkeypatch.setattr(train_module, "lm_row_losses", lambda *a: pytest.fail("trained again"))
     assert train_lm(MODEL, cfg, shards, tmp_path, progress=False) == summary
 
 
 def test_nan_loss_stops_training_and_keeps_the_checkpoint(shards, tmp_path, monkeypatch):
-    real_loss, calls = train_module.lm_loss, []
+    real_loss, calls = train_module.lm_row_losses, []
 
-    def poisoned(logits, targets):  # the 15th call is step 15 (no eval before it but step 10's)
+    def poisoned(logits, targets):  # the 15th call is step 15 (evaluations use lm_loss)
         calls.append(1)
         loss = real_loss(logits, targets)
-        return loss * float("nan") if len(calls) == 15 + TRAIN.eval_batches else loss
+        return loss * float("nan") if len(calls) == 15 else loss
 
-    monkeypatch.setattr(train_module, "lm_loss", poisoned)
+    monkeypatch.setattr(train_module, "lm_row_losses", poisoned)
     with pytest.raises(TrainingDiverged, match=r"at step 15 .*step 10\) is intact"):
         train_lm(MODEL, TRAIN, shards, tmp_path, progress=False)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 10
@@ -202,7 +250,8 @@ DDP_SCRIPT = """
 import json, sys
 import torch
 from tinycourse.config import ModelConfig, TrainConfig
-from tinycourse.corpus.shards import Shards
+from tinycourse.corpus.repeats import RepeatWindows, repeat_alphabet
+from tinycourse.corpus.shards import Shards, WindowSampler
 from tinycourse.lm.train import train_lm
 model_cfg = ModelConfig(**json.loads(sys.argv[1]))
 train_cfg = TrainConfig(**json.loads(sys.argv[2]))

@@ -229,3 +229,27 @@ def test_missing_transformer_lens_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformer_lens", None)  # `import` now raises ImportError
     with pytest.raises(ImportError, match=r'pip install -e "\.\[interp\]"'):
         to_transformer_lens(GPT(ModelConfig(**SMALL)))
+
+
+def test_smeared_keys_go_over_as_a_permanent_hook_and_come_back():
+    cfg = ModelConfig(**SMALL, tied_embeddings=True, smeared_keys=(1,))
+    model = randomised(GPT(cfg))  # the smear logits random too: shares other than a half
+    hooked = to_transformer_lens(model)
+    x = tokens(cfg)
+    names = shared_hook_names(cfg.n_layers)
+    with torch.no_grad():
+        torch.testing.assert_close(hooked(x), model(x), atol=ATOL, rtol=0)
+    _, ours = model.run_with_cache(x, names=names)
+    _, theirs = hooked.run_with_cache(x, names_filter=names)
+    assert_same_activations(ours, theirs, names)  # hook_k after the mix on both sides
+    hooked.reset_hooks()  # a learner's reset keeps permanent hooks
+    with torch.no_grad():
+        torch.testing.assert_close(hooked(x), model(x), atol=ATOL, rtol=0)
+    back = from_transformer_lens(hooked)
+    assert back.cfg == cfg
+    for name, t in model.state_dict().items():
+        assert torch.equal(back.state_dict()[name], t), name
+    # without the hook TransformerLens computes another model: the hook is what carries it
+    hooked.reset_hooks(including_permanent=True)
+    with torch.no_grad():
+        assert not torch.allclose(hooked(x), model(x), atol=1e-2)

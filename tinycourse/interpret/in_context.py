@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..corpus.shards import token_counts
+from ..corpus.repeats import repeat_alphabet
 from ..corpus.storyworld import Span, Story, token_labels
 from ..lm.model import eval_mode, model_device
 
@@ -193,9 +193,7 @@ def training_token_ids(train_tokens: np.ndarray, *, min_count: int = 20,
                        exclude: Sequence[int] = ()) -> list[int]:
     """Token ids that occur at least `min_count` times in the training split (ids the model
     has embeddings worth the name for), without `exclude` (the start token)."""
-    counts = token_counts(train_tokens, int(train_tokens.max()) + 1)
-    keep = set(np.flatnonzero(counts >= min_count).tolist()) - set(exclude)
-    return sorted(keep)
+    return repeat_alphabet(train_tokens, min_count=min_count, exclude=exclude).tolist()
 
 
 __all__ = ["GROUPS", "first_mention_spans", "token_groups", "token_losses", "name_losses",

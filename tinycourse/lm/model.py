@@ -83,6 +83,9 @@ class KVCache:
         self.k: list[torch.Tensor | None] = [None] * cfg.n_layers
         self.v: list[torch.Tensor | None] = [None] * cfg.n_layers
         self.length = 0  # positions filled; the model advances it after a forward pass
+        # a smeared layer's last key before smearing, (batch, 1, n_heads, d_head): the next
+        # position's key is mixed with it
+        self.last_key: list[torch.Tensor | None] = [None] * cfg.n_layers
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (batch, n_heads, pos, d_head) after the cached positions; return all
@@ -127,12 +130,23 @@ def local_causal_mask(n: int, window: int,
     return (j <= i) & (j > i - window)
 
 
+# A smeared key starts as mostly the previous position's: sigmoid(2) = 0.88. At half and
+# half, a query matching its own token finds both the key after an earlier copy (induction:
+# copying it is right) and the earlier copy itself (copying it repeats the current token),
+# and the two pulls on the head's weights largely cancel; mostly-previous keys make the
+# induction match the one a head finds first, and a head that wants its own key back
+# learns the share down (benchmarks/bench_induction.py measures both starts).
+SMEAR_INIT = 2.0
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention; the heads' Q, K, V come from one fused matmul.
 
     A local layer (`cfg.attention_layers[layer] == "local"`) sees only the last
     `cfg.window` positions. Scores are divided by sqrt(d_head) unless `cfg.attn_scale`
-    is False (GPT-Neo never scales them)."""
+    is False (GPT-Neo never scales them). In a smeared layer (`layer in cfg.smeared_keys`)
+    each head's key is mixed with the previous position's, by a learned share per head
+    (`smear_keys`); `hook_k` holds the keys after the mix, the ones attention uses."""
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -141,6 +155,9 @@ class Attention(nn.Module):
         self.local = cfg.is_local(layer)
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.n_heads * cfg.d_head, bias=cfg.qkv_bias)
         self.out = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model)
+        # (n_heads,) the logit of each head's share of the previous key
+        self.smear = (nn.Parameter(torch.full((cfg.n_heads,), SMEAR_INIT))
+                      if layer in cfg.smeared_keys else None)
         self.hook_q = HookPoint()  # (batch, pos, n_heads, d_head)
         self.hook_k = HookPoint()  # (batch, pos, n_heads, d_head)
         self.hook_v = HookPoint()  # (batch, pos, n_heads, d_head)
@@ -156,6 +173,8 @@ class Attention(nn.Module):
         """x (batch, pos, d_model) -> (batch, pos, d_model)."""
         batch, pos, _ = x.shape
         q, k, v = self.qkv(x).view(batch, pos, 3, self.n_heads, self.d_head).unbind(2)
+        if self.smear is not None:
+            k = self.smear_keys(k, kv_cache)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (batch, n_heads, pos, d_head)
         start = 0
@@ -178,6 +197,19 @@ class Attention(nn.Module):
         z = self.hook_z(z.transpose(1, 2))  # (batch, pos, n_heads, d_head)
         return self.out(z.reshape(batch, pos, self.n_heads * self.d_head))
 
+    def smear_keys(self, k: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """k (batch, pos, n_heads, d_head) -> (1 - s) k_j + s k_(j-1) at each position j,
+        s = sigmoid(smear) per head. Position 0 has no previous key and keeps its own; with
+        a cache, the first new position mixes with the last cached one."""
+        earlier = k[:, :1]
+        if kv_cache is not None:
+            if kv_cache.length:
+                earlier = kv_cache.last_key[self.layer]
+            kv_cache.last_key[self.layer] = k[:, -1:]
+        previous = torch.cat([earlier, k[:, :-1]], dim=1)
+        share = torch.sigmoid(self.smear).view(1, 1, -1, 1).to(k.dtype)
+        return k + share * (previous - k)
+
     # TransformerLens-shaped views of the weights, for reading circuits (they share storage)
     @property
     def W_Q(self) -> torch.Tensor:
@@ -186,7 +218,8 @@ class Attention(nn.Module):
 
     @property
     def W_K(self) -> torch.Tensor:
-        """(n_heads, d_model, d_head)"""
+        """(n_heads, d_model, d_head); in a smeared layer each key is then mixed with the
+        previous position's (`smear_keys`), which a circuit read from W_K alone misses"""
         return self._in_weight(1)
 
     @property

@@ -5,8 +5,9 @@ One function, `train_lm`, does the whole job on the course's training skeleton
 
     out_dir/checkpoint.pt    model, optimizer, step and RNG states, every checkpoint_every
                              steps, written atomically; a rerun resumes from it
-    out_dir/metrics.jsonl    one line per step: step, tokens, train_loss, lr, tokens_per_s,
-                             and val_loss on evaluation steps
+    out_dir/metrics.jsonl    one line per step: step, tokens, train_loss (on text), lr,
+                             tokens_per_s, val_loss on evaluation steps, and repeat_loss
+                             (on the repeat windows, `train.repeat_share`) when there are any
     out_dir/samples.jsonl    a few stories sampled at each evaluation
     out_dir/snapshots/       the weights at steps 0, 16, 32, 64, ... and the last
                              (`lm.snapshots`), for drawing heads and abilities across training
@@ -51,6 +52,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..artifacts import atomic_write_json
 from ..config import ConfigError, ModelConfig, TrainConfig
+from ..corpus.repeats import RepeatWindows, repeat_alphabet
 from ..corpus.shards import Shards, WindowSampler, token_counts
 from ..training import METRICS, SUMMARY, TrainingDiverged, TrainingLoop
 from .model import GPT, count_parameters, generate, save_model
@@ -107,6 +109,13 @@ def enable_tf32() -> None:
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy in nats. logits (batch, pos, d_vocab), targets (batch, pos)."""
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def lm_row_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each row's mean next-token cross-entropy in nats, (batch,); their mean is `lm_loss`
+    (every row has as many positions). logits (batch, pos, d_vocab), targets (batch, pos)."""
+    per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+    return per_token.view(targets.shape).mean(1)
 
 
 def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
@@ -185,6 +194,9 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, shards: Shards, out_dir: Pa
     per_rank = cfg.batch_size // world_size
     sampler = WindowSampler(shards.tokens("train"), per_rank, model_cfg.n_ctx, seed=cfg.seed,
                             rank=rank, world_size=world_size)
+    n_repeats = round(cfg.repeat_share * per_rank)  # rows of each batch that are repeats
+    repeats = RepeatWindows(repeat_alphabet(shards.tokens("train"), exclude=[start_id]),
+                            model_cfg.n_ctx + 1, seed=cfg.seed, rank=rank) if n_repeats else None
     # fixed windows, the same whatever the number of ranks: rank r takes batches r, r+K, ...
     val_sampler = WindowSampler(shards.tokens("val"), cfg.batch_size // cfg.grad_accum,
                                 model_cfg.n_ctx, seed=cfg.seed)
@@ -203,9 +215,13 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, shards: Shards, out_dir: Pa
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = sampler.batch(step).to(device, non_blocking=True)  # (per_rank, n_ctx + 1)
-        train_loss = _forward_backward(model, batch, cfg.grad_accum, amp, device, world_size)
-        loop.stop_if_diverged(train_loss, step, lr,
+        batch = sampler.batch(step)  # (per_rank, n_ctx + 1)
+        if repeats is not None:
+            batch[:n_repeats] = repeats.batch(step, n_repeats)
+        batch = batch.to(device, non_blocking=True)
+        step_loss, row_losses = _forward_backward(model, batch, cfg.grad_accum, amp, device,
+                                                  world_size)
+        loop.stop_if_diverged(step_loss, step, lr,
                               hint="Lower train.lr or raise train.warmup_steps.")
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
@@ -214,9 +230,13 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, shards: Shards, out_dir: Pa
         dt = loop.end_step()
 
         done = step + 1
+        # the loss on text, comparable with val_loss; repeat windows reported on their own
+        train_loss = row_losses[n_repeats:].mean().item()
         recent_losses.append(train_loss)
         record = {"step": done, "tokens": done * tokens_per_step, "train_loss": train_loss,
                   "lr": lr, "tokens_per_s": tokens_per_step / dt}
+        if n_repeats:
+            record["repeat_loss"] = row_losses[:n_repeats].mean().item()
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
             val_loss = record["val_loss"] = evaluate()
             if is_main:
@@ -290,23 +310,27 @@ def _autocast(device: torch.device, amp: torch.dtype | None):
 
 
 def _forward_backward(model: torch.nn.Module, batch: torch.Tensor, grad_accum: int,
-                      amp: torch.dtype | None, device: torch.device, world_size: int) -> float:
+                      amp: torch.dtype | None, device: torch.device,
+                      world_size: int) -> tuple[float, torch.Tensor]:
     """Gradients of one step's batch (batch, n_ctx + 1) in `grad_accum` micro-batches;
-    returns the step's mean loss, the same on every rank."""
-    loss_sum = torch.zeros((), device=device)
+    returns the step's mean loss and each row's mean loss (batch,), the same on every rank
+    (the trainer reports text rows and repeat rows apart)."""
+    rows = []
     for micro, chunk in enumerate(batch.chunk(grad_accum)):
         # DDP averages gradients on every backward; only the last micro-batch needs it
         last = micro == grad_accum - 1
         sync = nullcontext() if last or world_size == 1 else model.no_sync()
         with sync:
             with _autocast(device, amp):
-                loss = lm_loss(model(chunk[:, :-1]), chunk[:, 1:]) / grad_accum
-            loss.backward()
-        loss_sum += loss.detach()
+                per_row = lm_row_losses(model(chunk[:, :-1]), chunk[:, 1:])
+            # the mean over all of the step's tokens: every micro-batch has as many rows
+            (per_row.mean() / grad_accum).backward()
+        rows.append(per_row.detach())
+    row_losses = torch.cat(rows)
     if world_size > 1:  # every rank must see a divergence at the same step
-        dist.all_reduce(loss_sum)
-        loss_sum /= world_size
-    return loss_sum.item()
+        dist.all_reduce(row_losses)
+        row_losses /= world_size
+    return row_losses.mean().item(), row_losses.cpu()
 
 
 @torch.no_grad()
@@ -371,4 +395,4 @@ def _pick_device(device: str | torch.device | None, local_rank: int) -> torch.de
 
 
 __all__ = ["train_lm", "TrainingDiverged", "lr_at", "make_optimizer", "autocast_dtype",
-           "enable_tf32", "lm_loss", "unigram_entropy"]
+           "enable_tf32", "lm_loss", "lm_row_losses", "unigram_entropy"]

@@ -25,6 +25,9 @@ centring. `default_prepend_bos=False`: our token rows already begin with the sta
 The way back also reads weights that `process_weights_` folded and centred (LNPre, RMSPre,
 ln_final's bias folded into b_U): they are still weights our GPT can hold.
 
+Smeared keys (`model.smeared_keys`, which TransformerLens does not have) go over as a
+permanent hook on each smeared layer's `hook_k` (`KeySmear`) and come back from it.
+
 Hook names are the same on both sides, but not every name means the same thing: see
 `shared_hook_names`. TransformerLens is optional: `pip install -e ".[interp]"`.
 """
@@ -112,7 +115,35 @@ def to_transformer_lens(model: GPT, cls: type | None = None) -> HookedTransforme
                              f"missing {sorted(params - set(state))}, "
                              f"extra {sorted(set(state) - params)}")
     hooked.load_state_dict(state, strict=False)  # strict=False: its buffers (masks) stay
+    for layer in cfg.smeared_keys:
+        KeySmear(model.blocks[layer].attn.smear).attach(hooked, layer)
     return hooked.train(model.training)
+
+
+class KeySmear:
+    """What a smeared layer of ours does to its keys (`Attention.smear_keys`), as a permanent
+    hook on a HookedTransformer's `blocks.L.attn.hook_k`: TransformerLens has no smeared keys.
+
+    Hooks added later (`run_with_cache`, a learner's own) see the keys after the mix, as ours
+    do. The share is a copy, not a parameter: training the HookedTransformer leaves it as it
+    is. TransformerLens's `generate` must be called with `use_past_kv_cache=False`: with its
+    cache, hook_k sees one new position at a time, which has no previous key in view.
+    """
+
+    def __init__(self, smear: torch.Tensor):
+        self.smear = smear.detach().clone()  # (n_heads,) the logit of the previous key's share
+
+    def __call__(self, k: torch.Tensor, hook=None) -> torch.Tensor:
+        """k (batch, pos, n_heads, d_head) -> (1 - s) k_j + s k_(j-1); position 0 keeps its own."""
+        previous = torch.cat([k[:, :1], k[:, :-1]], dim=1)
+        share = torch.sigmoid(self.smear.to(k.device)).view(1, 1, -1, 1).to(k.dtype)
+        return k + share * (previous - k)
+
+    def attach(self, hooked: HookedTransformer, layer: int) -> None:
+        """Add the hook; `from_transformer_lens` finds it again on the hook point."""
+        hook_point = hooked.blocks[layer].attn.hook_k
+        hook_point.key_smear = self
+        hooked.add_perma_hook(f"blocks.{layer}.attn.hook_k", self)
 
 
 def from_transformer_lens(hooked: HookedTransformer) -> GPT:
@@ -138,6 +169,11 @@ def from_transformer_lens(hooked: HookedTransformer) -> GPT:
                          f"{'; '.join(problems)}, which tinycourse's GPT cannot represent: keep "
                          f"it in TransformerLens, or build it with a config ours can (see "
                          f"tinycourse.lm.transformer_lens)")
+    # keys smeared by `to_transformer_lens` (a KeySmear on the hook point) come back as ours
+    smears = {i: getattr(block.attn.hook_k, "key_smear", None) for i, block in enumerate(hooked.blocks)}
+    smears = {i: smear.smear for i, smear in smears.items() if smear is not None}
+    for i, smear in smears.items():
+        state[f"blocks.{i}.attn.smear"] = smear
     tied = bool(c.tie_word_embeddings) and torch.equal(state["unembed.W_U"], state["embed.W_E"].T)
     local = bool(c.use_local_attn) and "local" in c.attn_types
     cfg = ModelConfig(
@@ -152,6 +188,7 @@ def from_transformer_lens(hooked: HookedTransformer) -> GPT:
         attention_layers=tuple(c.attn_types) if local else (),
         window=c.window_size if local else ModelConfig.window,
         unembed_bias=unembed_bias,
+        smeared_keys=tuple(smears),
     )
     with torch.random.fork_rng(devices=[]):  # the throwaway init must not move the global RNG
         model = GPT(cfg)
@@ -240,6 +277,8 @@ def _from_tl_state(tl: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, t
         out[p + "mlp.fc_in.bias"] = tl[p + "mlp.b_in"]
         out[p + "mlp.fc_out.weight"] = tl[p + "mlp.W_out"].T
         out[p + "mlp.fc_out.bias"] = tl[p + "mlp.b_out"]
+        if i in cfg.smeared_keys:
+            out[p + "attn.smear"] = tl[p + "attn.smear"]
     ref = tl["embed.W_E"]
     for norm in [f"blocks.{i}.ln{k}" for i in range(cfg.n_layers) for k in (1, 2)] + ["ln_final"]:
         # LNPre / RMSPre have no w or b: their gain is 1 and their bias 0
@@ -250,4 +289,4 @@ def _from_tl_state(tl: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, t
     return {name: t.detach().clone().contiguous() for name, t in out.items()}
 
 
-__all__ = ["SHARED_PER_BLOCK", "from_transformer_lens", "shared_hook_names", "to_transformer_lens"]
+__all__ = ["KeySmear", "SHARED_PER_BLOCK", "from_transformer_lens", "shared_hook_names", "to_transformer_lens"]
