@@ -334,8 +334,8 @@ except ValueError as error:
 # repeats against first mentions. An induction head's phase change shows as the
 # induction score jumping while the second copy's loss drops (Olsson et al., section 3).
 # On `tiny` it comes between two snapshots: the induction score leaps from near zero,
-# and in the same interval the second copy's loss and the name repeats' loss fall by
-# nats. Before it, names were copied a little by content alone.
+# and in the same interval the second copy's loss falls by nats and the name repeats'
+# loss with it.
 
 # %%
 rows = [r for r in result["formation"] if r["tokens"] > 0]
