@@ -190,7 +190,10 @@ show_tree(untrained, "GPT")
 # an earlier layer. Section 6 shows what it buys on `tiny`. The code:
 
 # %%
+from tinycourse.lm.model import mix_previous_key
+
 print(inspect.getsource(Attention.smear_keys))
+print(inspect.getsource(mix_previous_key))
 
 # %% [markdown]
 # The share starts at s = sigmoid(2) = 0.88, mostly the previous key: at half and half a

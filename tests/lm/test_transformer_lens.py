@@ -65,6 +65,17 @@ def assert_same_activations(ours, theirs, names):
                                    msg=lambda m, name=name: f"{name}: {m}")
 
 
+def assert_computes_the_same(model, hooked, x):
+    """The same logits and the same activations at every shared hook name."""
+    names = shared_hook_names(model.cfg.n_layers)
+    with torch.no_grad():
+        torch.testing.assert_close(hooked(x), model(x), atol=ATOL, rtol=0)
+    _, ours = model.run_with_cache(x, names=names)
+    _, theirs = hooked.run_with_cache(x, names_filter=names)
+    assert_same_activations(ours, theirs, names)
+    return ours
+
+
 @pytest.mark.parametrize("norm,act,tied", KINDS)
 def test_same_logits_and_activations(norm, act, tied):
     cfg = ModelConfig(**SMALL, norm=norm, act=act, tied_embeddings=tied)
@@ -104,12 +115,7 @@ def test_gpt_neo_options_carry_over(options):
     model = randomised(GPT(cfg))
     hooked = to_transformer_lens(model)
     x = tokens(cfg)
-    names = shared_hook_names(cfg.n_layers)
-    with torch.no_grad():
-        torch.testing.assert_close(hooked(x), model(x), atol=ATOL, rtol=0)
-    _, ours = model.run_with_cache(x, names=names)
-    _, theirs = hooked.run_with_cache(x, names_filter=names)
-    assert_same_activations(ours, theirs, names)
+    ours = assert_computes_the_same(model, hooked, x)
     if cfg.is_local(1):  # the window shows in the pattern: nothing 5 or more positions back
         assert ours["blocks.1.attn.hook_pattern"][..., 10, :6].abs().max() == 0
 
@@ -236,12 +242,7 @@ def test_smeared_keys_go_over_as_a_permanent_hook_and_come_back():
     model = randomised(GPT(cfg))  # the smear logits random too: shares other than a half
     hooked = to_transformer_lens(model)
     x = tokens(cfg)
-    names = shared_hook_names(cfg.n_layers)
-    with torch.no_grad():
-        torch.testing.assert_close(hooked(x), model(x), atol=ATOL, rtol=0)
-    _, ours = model.run_with_cache(x, names=names)
-    _, theirs = hooked.run_with_cache(x, names_filter=names)
-    assert_same_activations(ours, theirs, names)  # hook_k after the mix on both sides
+    assert_computes_the_same(model, hooked, x)  # hook_k after the mix on both sides
     hooked.reset_hooks()  # a learner's reset keeps permanent hooks
     with torch.no_grad():
         torch.testing.assert_close(hooked(x), model(x), atol=ATOL, rtol=0)

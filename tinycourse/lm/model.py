@@ -139,6 +139,14 @@ def local_causal_mask(n: int, window: int,
 SMEAR_INIT = 2.0
 
 
+def mix_previous_key(k: torch.Tensor, earlier: torch.Tensor, smear: torch.Tensor) -> torch.Tensor:
+    """k (batch, pos, n_heads, d_head), `earlier` (batch, 1, n_heads, d_head) the key before
+    position 0, smear (n_heads,) logits -> (1 - s) k_j + s k_(j-1), s = sigmoid(smear)."""
+    previous = torch.cat([earlier, k[:, :-1]], dim=1)
+    share = torch.sigmoid(smear).view(1, 1, -1, 1).to(k.dtype)
+    return k + share * (previous - k)
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention; the heads' Q, K, V come from one fused matmul.
 
@@ -206,9 +214,7 @@ class Attention(nn.Module):
             if kv_cache.length:
                 earlier = kv_cache.last_key[self.layer]
             kv_cache.last_key[self.layer] = k[:, -1:]
-        previous = torch.cat([earlier, k[:, :-1]], dim=1)
-        share = torch.sigmoid(self.smear).view(1, 1, -1, 1).to(k.dtype)
-        return k + share * (previous - k)
+        return mix_previous_key(k, earlier, self.smear)
 
     # TransformerLens-shaped views of the weights, for reading circuits (they share storage)
     @property
@@ -664,7 +670,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> G
 
 
 __all__ = [
-    "GPT", "KVCache", "ParameterCount", "causal_mask", "local_causal_mask", "count_parameters",
+    "GPT", "KVCache", "ParameterCount", "mix_previous_key", "causal_mask", "local_causal_mask",
+    "count_parameters",
     "flops_per_token", "generate", "generate_text", "save_model", "load_model", "unwrap",
     "model_device", "eval_mode", "FORMAT_VERSION",
 ]

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..config import ModelConfig
-from .model import GPT
+from .model import GPT, mix_previous_key
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -135,9 +135,7 @@ class KeySmear:
 
     def __call__(self, k: torch.Tensor, hook=None) -> torch.Tensor:
         """k (batch, pos, n_heads, d_head) -> (1 - s) k_j + s k_(j-1); position 0 keeps its own."""
-        previous = torch.cat([k[:, :1], k[:, :-1]], dim=1)
-        share = torch.sigmoid(self.smear.to(k.device)).view(1, 1, -1, 1).to(k.dtype)
-        return k + share * (previous - k)
+        return mix_previous_key(k, k[:, :1], self.smear.to(k.device))
 
     def attach(self, hooked: HookedTransformer, layer: int) -> None:
         """Add the hook; `from_transformer_lens` finds it again on the hook point."""
